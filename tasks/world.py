@@ -1,0 +1,269 @@
+"""The built-in world: seeded procedural scenes of coloured shapes, their captions, and whole-image render styles.
+
+Every built-in task is generated from here, offline and deterministically. A `Scene` is a background and one or
+two `SceneObject`s; `World(seed).scene(index)` is a pure function of (seed, index); `caption` describes a scene in
+plain English; `render` draws it in one of `STYLES`, at 4x and box-downsampled so even 16-32 px images are clean.
+Named subjects (`SUBJECTS`) are fixed (shape, colour, pattern) identities that `subject_scene` places anywhere.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+
+COLOURS = {
+    "red": (220, 40, 40),
+    "orange": (245, 135, 20),
+    "yellow": (235, 200, 20),
+    "green": (40, 160, 60),
+    "blue": (40, 90, 220),
+    "purple": (140, 60, 190),
+}
+# Pale tints, so every object colour stands out on every background. Their names share no word with `COLOURS`
+# (a payload may name the background without naming an object's colour) and start with a consonant ("on a ...").
+BACKGROUNDS = {
+    "white": (250, 250, 250),
+    "gray": (205, 205, 205),
+    "sky": (190, 215, 245),
+    "pink": (245, 200, 215),
+    "mint": (200, 235, 195),
+    "cream": (250, 240, 185),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+PATTERNS = ("solid", "striped", "dotted", "checkered")
+# Object centre (x, y) as fractions of the image side, and how captions say it.
+POSITIONS = {"left": (0.25, 0.5), "center": (0.5, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75)}
+POSITION_PHRASES = {
+    "left": "on the left",
+    "center": "in the center",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+}
+# Half-extent of an object as a fraction of the image side: a large object still fits inside its half of the image.
+SIZES = {"small": 0.14, "large": 0.22}
+# Two-object scenes put the objects in opposite halves, so they never overlap.
+POSITION_PAIRS = (("left", "right"), ("top", "bottom"))
+# Every way to place a lone object: (position, size, background).
+PLACEMENTS = tuple(itertools.product(POSITIONS, SIZES, BACKGROUNDS))
+STYLES = ("flat", "outline", "pastel", "neon", "mosaic", "sepia")
+SUPERSAMPLE = 4
+MIN_SIZE = 8
+
+Colour = tuple[int, int, int]
+
+
+def _check(field: str, value: str, known: Iterable[str]) -> None:
+    known = list(known)
+    if value not in known:
+        raise ValueError(f"unknown {field} {value!r}; known: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    pattern: str
+    position: str
+    size: str
+
+    def __post_init__(self) -> None:
+        _check("shape", self.shape, SHAPES)
+        _check("colour", self.colour, COLOURS)
+        _check("pattern", self.pattern, PATTERNS)
+        _check("position", self.position, POSITIONS)
+        _check("size", self.size, SIZES)
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: str
+    objects: tuple[SceneObject, ...]
+
+    def __post_init__(self) -> None:
+        _check("background", self.background, BACKGROUNDS)
+        object.__setattr__(self, "objects", tuple(self.objects))  # accept any sequence, keep the scene hashable
+        if not self.objects:
+            raise ValueError("objects: a scene needs at least one object, got none")
+        positions = [obj.position for obj in self.objects]
+        if len(set(positions)) != len(positions):
+            raise ValueError(f"objects: two objects share a position in {positions}")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A named thing with a fixed look; only its placement changes from scene to scene."""
+
+    name: str
+    category: str
+    shape: str
+    colour: str
+    pattern: str
+
+
+SUBJECTS = {
+    subject.name: subject
+    for subject in (
+        Subject("zib", "toy", "circle", "red", "striped"),
+        Subject("moko", "toy", "square", "blue", "dotted"),
+        Subject("tali", "toy", "triangle", "green", "checkered"),
+        Subject("quon", "toy", "cross", "purple", "solid"),
+        Subject("bexa", "toy", "circle", "orange", "checkered"),
+        Subject("fip", "toy", "square", "yellow", "striped"),
+        Subject("ruvo", "toy", "triangle", "purple", "dotted"),
+        Subject("nela", "toy", "cross", "blue", "striped"),
+    )
+}
+
+
+class World:
+    """A seeded source of scenes: `scene(index)` depends on (seed, index) only."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def scene(self, index: int) -> Scene:
+        # The "world:" prefix keeps this stream apart from Task.rng(seed, index), which tasks use for their own picks.
+        rng = random.Random(f"world:{self.seed}:{index}")
+        background = rng.choice(list(BACKGROUNDS))
+        positions = rng.choice(POSITION_PAIRS) if rng.random() < 0.5 else (rng.choice(list(POSITIONS)),)
+        colours = rng.sample(list(COLOURS), len(positions))  # distinct colours, so a caption tells the objects apart
+        objects = tuple(
+            SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), position, rng.choice(list(SIZES)))
+            for position, colour in zip(positions, colours)
+        )
+        return Scene(background, objects)
+
+
+def subject(name: str) -> Subject:
+    _check("subject", name, SUBJECTS)
+    return SUBJECTS[name]
+
+
+def subject_scene(name: str, position: str, size: str, background: str) -> Scene:
+    """The subject `name`, alone, placed as asked."""
+    identity = subject(name)
+    return Scene(background, (SceneObject(identity.shape, identity.colour, identity.pattern, position, size),))
+
+
+def caption(scene: Scene) -> str:
+    """E.g. "a large red striped circle on the left, on a sky background"."""
+    objects = " and ".join(
+        f"a {obj.size} {obj.colour} {obj.pattern} {obj.shape} {POSITION_PHRASES[obj.position]}" for obj in scene.objects
+    )
+    return f"{objects}, on a {scene.background} background"
+
+
+def render(scene: Scene, size: int = 32, style: str = "flat") -> Image.Image:
+    """Draws `scene` as a size x size RGB image in `style` (one of `STYLES`)."""
+    _check("style", style, STYLES)
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    side = size * SUPERSAMPLE
+    # A box filter at an integer factor is an exact area average: antialiased edges with no ringing.
+    return _STYLE_RENDERERS[style](scene, side).resize((size, size), Image.Resampling.BOX)
+
+
+def _shape_mask(obj: SceneObject, side: int, line: int = 0) -> Image.Image:
+    """The object's silhouette, or with `line` > 0 just its outline, drawn `line` pixels wide inside the edge."""
+    mask = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(mask)
+    ink = {"outline": 255, "width": line} if line else {"fill": 255}
+    fx, fy = POSITIONS[obj.position]
+    x, y, r = fx * side, fy * side, SIZES[obj.size] * side
+    if obj.shape == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), **ink)
+    elif obj.shape == "square":
+        half = 0.85 * r  # a touch smaller, so a square looks as big as a circle of the same size word
+        draw.rectangle((x - half, y - half, x + half, y + half), **ink)
+    elif obj.shape == "triangle":
+        draw.polygon([(x, y - r), (x + r, y + 0.75 * r), (x - r, y + 0.75 * r)], **ink)
+    else:  # cross: a plus sign with arms 2 * arm wide
+        arm = 0.33 * r
+        corners = [(arm, r), (arm, arm), (r, arm), (r, -arm), (arm, -arm), (arm, -r)]
+        corners += [(-dx, -dy) for dx, dy in corners]
+        draw.polygon([(x + dx, y + dy) for dx, dy in corners], **ink)
+    return mask
+
+
+def _texture(colour: str, pattern: str, side: int) -> Image.Image:
+    """A full canvas of the colour with its pattern; marks are a pale tint of the colour, so the colour still reads."""
+    base = np.array(COLOURS[colour], dtype=np.float32)
+    tint = 0.35 * base + 0.65 * 255
+    period = side // 8  # pattern scales with the image, so it looks the same at every size
+    yy, xx = np.mgrid[0:side, 0:side]
+    if pattern == "striped":
+        marks = ((xx + yy) // (period // 2)) % 2 == 1
+    elif pattern == "dotted":
+        marks = (xx % period - period / 2) ** 2 + (yy % period - period / 2) ** 2 <= (0.3 * period) ** 2
+    elif pattern == "checkered":
+        marks = (xx // (period // 2) + yy // (period // 2)) % 2 == 1
+    else:
+        marks = np.zeros((side, side), dtype=bool)
+    return Image.fromarray(np.where(marks[..., None], tint, base).astype(np.uint8), "RGB")
+
+
+def _flat(scene: Scene, side: int) -> Image.Image:
+    canvas = Image.new("RGB", (side, side), BACKGROUNDS[scene.background])
+    for obj in scene.objects:
+        canvas.paste(_texture(obj.colour, obj.pattern, side), mask=_shape_mask(obj, side))
+        # A rim in the plain colour keeps the silhouette readable where pale pattern marks reach the edge.
+        canvas.paste(COLOURS[obj.colour], mask=_shape_mask(obj, side, line=side // 48))
+    return canvas
+
+
+def _line_art(scene: Scene, side: int, paper: Colour) -> Image.Image:
+    """Each object as a line in its colour on plain paper; fill pattern and background are dropped."""
+    width = side // 32  # a fixed share of the image, so lines look alike at every size (1 px at 32 px)
+    canvas = Image.new("RGB", (side, side), paper)
+    for obj in scene.objects:
+        canvas.paste(COLOURS[obj.colour], mask=_shape_mask(obj, side, line=width))
+    return canvas
+
+
+def _outline(scene: Scene, side: int) -> Image.Image:
+    return _line_art(scene, side, paper=(250, 250, 250))
+
+
+def _neon(scene: Scene, side: int) -> Image.Image:
+    lines = _line_art(scene, side, paper=(8, 8, 20))
+    return ImageChops.add(lines, lines.filter(ImageFilter.GaussianBlur(side / 24)), scale=0.6)
+
+
+def _pastel(scene: Scene, side: int) -> Image.Image:
+    flat = _flat(scene, side)
+    return Image.blend(flat, Image.new("RGB", flat.size, (255, 255, 255)), 0.5)
+
+
+def _sepia(scene: Scene, side: int) -> Image.Image:
+    # Stretching the grey levels first keeps, e.g., a yellow object visible on a cream background.
+    gray = ImageOps.autocontrast(_flat(scene, side).convert("L"))
+    return ImageOps.colorize(gray, black=(60, 35, 10), white=(240, 220, 170))
+
+
+def _mosaic(scene: Scene, side: int) -> Image.Image:
+    tiles = 8
+    blocks = _flat(scene, side).resize((tiles, tiles), Image.Resampling.BOX)
+    canvas = blocks.resize((side, side), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    grout = SUPERSAMPLE // 2  # dark grout between tiles, half an output pixel wide
+    for k in range(1, tiles + 1):  # along each tile's right and bottom edge, so every tile looks the same
+        edge = round(k * side / tiles)
+        draw.rectangle((edge - grout, 0, edge - 1, side), fill=(60, 60, 60))
+        draw.rectangle((0, edge - grout, side, edge - 1), fill=(60, 60, 60))
+    return canvas
+
+
+_STYLE_RENDERERS: dict[str, Callable[[Scene, int], Image.Image]] = {
+    "flat": _flat,
+    "outline": _outline,
+    "pastel": _pastel,
+    "neon": _neon,
+    "mosaic": _mosaic,
+    "sepia": _sepia,
+}

@@ -1,0 +1,66 @@
+"""The command line: `python -m zoo <verb>`.
+
+Trainer verbs (fit, validate, test, predict) go to LightningCLI unchanged: `--config` layering, `--print_config`,
+dotted overrides and omegaconf `${...}` interpolation all work as Lightning users expect. Verbs that are not Trainer
+methods (generate) are dispatched here before LightningCLI sees the arguments, the way litgpt does it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+TRAINER_VERBS = {
+    "fit": "train a model (python -m zoo fit --config recipes/stage2.yaml)",
+    "validate": "run the validation loop on a checkpoint",
+    "test": "run the test loop on a checkpoint",
+    "predict": "generate for the data module's instructions",
+}
+OTHER_VERBS = {
+    "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
+}
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the links a zoo model needs: the data's image size is the model's image size."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.image_size", "model.image_size")
+
+
+def run_lightning(args: list[str]) -> None:
+    from zoo.lit.data import InstructionDataModule
+    from zoo.lit.module import InstructImagen
+
+    ZooCLI(
+        InstructImagen,
+        InstructionDataModule,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def usage() -> str:
+    lines = ["usage: python -m zoo <verb> [options]", "", "verbs:"]
+    lines += [f"  {verb:<10} {text}" for verb, text in {**TRAINER_VERBS, **OTHER_VERBS}.items()]
+    lines += ["", "python -m zoo <verb> --help shows each verb's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb in TRAINER_VERBS:
+        run_lightning([verb, *rest])
+        return 0
+    if verb == "generate":
+        from zoo.generate import main as generate_main
+
+        return generate_main(rest)
+    print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+    return 2

@@ -1,0 +1,73 @@
+"""SampleGrid: renders a fixed set of held-out instructions with fixed seeds during and after training.
+
+The instructions are the first `num_samples` of the data module's validation set, so every render of a run shows
+the same instructions with the same noise: what changes between sheets is the model. Each sheet is written as a
+PNG under `<log_dir>/samples/` and, when the logger is TensorBoard, logged as an image too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from zoo.diffusion.sampler import Guidance
+from zoo.grid import instruction_grid
+
+
+class SampleGrid(Callback):
+    """Args:
+    every_n_steps: render every this many optimizer steps (0: only when training ends).
+    num_samples: instructions per sheet.
+    num_inference_steps: sampling steps (None: the model's `sample_steps`).
+    guidance_scale: classifier-free guidance scale (None: the model's default).
+    seed: noise seed, fixed across sheets.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 0,
+        num_samples: int = 8,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.every_n_steps, self.num_samples = every_n_steps, num_samples
+        self.num_inference_steps, self.guidance_scale, self.seed = num_inference_steps, guidance_scale, seed
+        self.last_path: Path | None = None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
+            self.render(trainer, pl_module, f"step_{step:06d}")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = self.render(trainer, pl_module, "final")
+        if path is not None:
+            rank_zero_info(f"Sample grid written to {path}")
+
+    @rank_zero_only
+    def render(self, trainer: Trainer, pl_module: LightningModule, name: str) -> Path | None:
+        dataset = trainer.datamodule.val_dataset if trainer.datamodule is not None else None
+        if dataset is None or len(dataset) == 0:
+            return None
+        instructions = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
+        guidance = Guidance(scale=self.guidance_scale) if self.guidance_scale is not None else None
+        was_training = pl_module.training
+        pl_module.eval()
+        images = pl_module.generate(instructions, self.num_inference_steps, guidance, seed=self.seed)
+        pl_module.train(was_training)
+        sheet = instruction_grid(instructions, images)
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
+        sheet.save(path)
+        if isinstance(trainer.logger, TensorBoardLogger):
+            tensor = torch.from_numpy(np.asarray(sheet)).permute(2, 0, 1)
+            trainer.logger.experiment.add_image(f"samples/{name}", tensor, trainer.global_step)
+        self.last_path = path
+        return path

@@ -1,0 +1,210 @@
+"""InstructImagen: the Lightning module for one cascade stage (the base model) trained on instructions.
+
+It owns the frozen text encoder, the `InstructUNet` and the noise schedule, and wires them to the diffusion math in
+`zoo.diffusion` (which takes the network as an argument). Configuration arrives as plain typed arguments from YAML
+through LightningCLI, so a checkpoint's hyperparameters rebuild the module exactly (`load_from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import UNet2DConditionModel
+from lightning.pytorch import LightningModule
+
+from zoo.diffusion.objective import condition_dropout, v_loss
+from zoo.diffusion.sampler import Guidance, sample
+from zoo.diffusion.schedule import make_scheduler
+from zoo.instruction import Instruction, InstructionBatch, collate_instructions
+from zoo.models.instruct_unet import ContextTokens, InstructUNet
+from zoo.models.presets import resolve_unet_config
+from zoo.models.text import TextEncoder
+
+
+class InstructImagen(LightningModule):
+    """The instruction-following base model.
+
+    Args:
+        unet: a preset name (`tiny`, `demo`) or a full `UNet2DConditionModel` config dict.
+        text_encoder: `builtin:tiny-t5`, `builtin:small-t5`, or a local transformers folder (frozen).
+        text_max_length: tokens per text (payload and context texts alike).
+        image_size: training/sampling resolution in pixels (linked from `data.image_size` by the CLI).
+        learning_rate: peak learning rate (paper: 1e-4, App. A.2.2).
+        warmup_steps: linear warm-up steps (paper: 10k).
+        optimizer: `adamw` or `adafactor` (the paper's, β1 0.9 / β2 0.999).
+        weight_decay: decoupled weight decay.
+        drop_text_and_context: chance of dropping text and context together (paper: 0.1).
+        drop_context: chance of dropping only the context (paper: 0.1).
+        num_train_timesteps: diffusion steps of the training schedule.
+        sample_steps: sampling steps used by `generate` when not told otherwise (paper: 256).
+        guidance_scale: classifier-free guidance scale used by `generate` by default.
+        init_from: a checkpoint whose weights (only) start this run; the new context layers may be missing from it.
+    """
+
+    def __init__(
+        self,
+        unet: str | dict[str, Any] = "tiny",
+        text_encoder: str = "builtin:tiny-t5",
+        text_max_length: int = 64,
+        image_size: int = 32,
+        learning_rate: float = 1e-4,
+        warmup_steps: int = 0,
+        optimizer: Literal["adamw", "adafactor"] = "adamw",
+        weight_decay: float = 0.0,
+        drop_text_and_context: float = 0.1,
+        drop_context: float = 0.1,
+        num_train_timesteps: int = 1000,
+        sample_steps: int = 50,
+        guidance_scale: float = 3.0,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
+        config = resolve_unet_config(unet)
+        self.text_encoder = TextEncoder(text_encoder, max_length=text_max_length)
+        if config.get("cross_attention_dim") != self.text_encoder.dim:
+            raise ValueError(
+                f"text encoder {text_encoder!r} gives {self.text_encoder.dim}-d embeddings but the UNet's "
+                f"cross_attention_dim is {config.get('cross_attention_dim')}; pick a matching pair"
+            )
+        self.model = InstructUNet(UNet2DConditionModel(**config))
+        self.scheduler = make_scheduler(num_train_timesteps)
+        if init_from is not None:
+            self.load_weights(init_from)
+
+    # ----------------------------------------------------------------------------------------------- conditions
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text_encoder(texts)
+
+    def encode_context(self, batch: InstructionBatch, keep: torch.Tensor | None = None) -> ContextTokens:
+        """Context tokens for a batch; `keep` (B,) bool drops whole contexts (dropped items are never encoded)."""
+        item_mask = batch.context_mask if keep is None else batch.context_mask & keep[:, None]
+        b, k = item_mask.shape
+        flat_texts = [text for row in batch.context_texts for text in row]
+        if k == 0:
+            text = torch.zeros(b, 0, self.text_encoder.max_length, self.text_encoder.dim, device=self.device)
+            text_mask = torch.zeros(b, 0, self.text_encoder.max_length, dtype=torch.bool, device=self.device)
+        else:
+            text, text_mask = self.encode_text(flat_texts)
+            text, text_mask = text.view(b, k, *text.shape[1:]), text_mask.view(b, k, -1)
+        return self.model.encode_context(batch.context_images, text, text_mask, item_mask)
+
+    # ------------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
+        drop_all, drop_ctx = condition_dropout(len(batch), self.hparams.drop_text_and_context, self.hparams.drop_context)
+        texts = ["" if drop else text for text, drop in zip(batch.texts, drop_all.tolist())]
+        text, text_mask = self.encode_text(texts)
+        context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.device))
+        loss = v_loss(lambda x_t, t: self.model(x_t, t, text, text_mask, context), self.scheduler, batch.target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
+        text, text_mask = self.encode_text(batch.texts)
+        context = self.encode_context(batch)
+        generator = torch.Generator().manual_seed(batch_idx)  # the same noise and timesteps every validation
+        loss = v_loss(lambda x_t, t: self.model(x_t, t, text, text_mask, context), self.scheduler, batch.target, generator)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def test_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
+        return self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
+        return self.generate(batch, seed=batch_idx)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        hp = self.hparams
+        if hp.optimizer == "adafactor":
+            optimizer = torch.optim.Adafactor(params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
+        warmup = max(hp.warmup_steps, 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        instructions: InstructionBatch | list[Instruction],
+        num_inference_steps: int | None = None,
+        guidance: Guidance | None = None,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """Generates one image per instruction. The context is encoded once and reused at every step.
+
+        Returns:
+            images (B, 3, H, W) in [-1, 1].
+        """
+        batch = instructions
+        if not isinstance(batch, InstructionBatch):
+            size = (self.hparams.image_size, self.hparams.image_size)
+            batch = collate_instructions(instructions, image_size=size)
+        batch = batch.to(self.device)
+        b = len(batch)
+        guidance = guidance or Guidance(scale=self.hparams.guidance_scale)
+        # 1. conditions, once: payload text, the null text, and the context tokens
+        text, text_mask = self.encode_text(batch.texts)
+        null_text, null_mask = self.encode_text([""] * b)
+        context = self.encode_context(batch)
+        no_context = ContextTokens(context.tokens, torch.zeros_like(context.mask))
+        branches = {"full": (text, text_mask, context), "text": (text, text_mask, no_context), "null": (null_text, null_mask, no_context)}
+
+        # 2. one batched network call per step for all requested branches
+        def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
+            parts = [branches[name] for name in names]
+            v = self.model(
+                torch.cat([x_t] * len(parts)),
+                torch.cat([t] * len(parts)),
+                torch.cat([p[0] for p in parts]),
+                torch.cat([p[1] for p in parts]),
+                ContextTokens.cat([p[2] for p in parts]),
+            )
+            return list(v.chunk(len(parts)))
+
+        # 3. the reverse process
+        generator = torch.Generator().manual_seed(seed)
+        size = self.hparams.image_size
+        noise = torch.randn(b, self.model.config.in_channels, size, size, generator=generator).to(self.device)
+        steps = num_inference_steps or self.hparams.sample_steps
+        return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A pretrained text encoder reloads from its path; keep it out of every checkpoint (it can be GBs).
+        if self.text_encoder.from_pretrained:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("text_encoder.")]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
+            state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
+
+    def load_weights(self, path: str) -> None:
+        """Weights only (no optimizer or trainer state) from a Lightning checkpoint; the context layers may be new.
+
+        Raises:
+            ValueError: naming missing, unexpected or mis-shaped keys other than the new context layers.
+        """
+        if not Path(path).is_file():
+            raise ValueError(f"init_from: {path} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        own = self.state_dict()
+        shapes = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+        unexpected = sorted(set(state) - set(own))
+        missing = sorted(k for k in set(own) - set(state) if not k.startswith(("model.context_layers.", "text_encoder.")))
+        if shapes or unexpected or missing:
+            raise ValueError(
+                f"init_from {path} does not fit this model: mismatched shapes {shapes}, unexpected keys "
+                f"{unexpected[:10]}, missing keys {missing[:10]}"
+            )
+        self.load_state_dict(state, strict=False)
+

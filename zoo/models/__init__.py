@@ -1,0 +1,1 @@
+"""Networks: the frozen text encoder, backbone presets and the context-reading InstructUNet."""

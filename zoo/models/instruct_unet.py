@@ -1,0 +1,215 @@
+"""InstructUNet: a diffusers `UNet2DConditionModel` that also reads a multimodal context.
+
+Paper (arXiv 2401.01952 §2.3, App. A.2.1): each context (marker + text, image) pair is encoded by the backbone's own
+down-sampling stack — the same weights, with the pair's text in its cross-attention ("nested encoding") — and the
+final-layer features become keys/values of *new* cross-attention layers in the lowest-resolution attention stage
+(Table 5: DBlock-3 / UBlock-3, plus the bottleneck). Everything else is the unmodified text-to-image UNet.
+
+How the new layers attach: one `ContextCrossAttention` per existing text cross-attention module in that stage, added
+to that module's output through a forward hook. The diffusers forward pass, its attention processors and its
+weights stay untouched, so any `UNet2DConditionModel` (DeepFloyd IF's included) can be the backbone, and a
+pretrained one loads with only the new layers missing. Their output projections start at zero, so before training
+the model *is* the text-to-image backbone (tested to 1e-6).
+
+The context reaches the hooks through `self._context`, set at the start of every `forward` (never left from an
+earlier call, and still set while gradient checkpointing recomputes the forward in backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+
+@dataclass
+class ContextTokens:
+    """Encoded context: tokens (B, N, C_ctx) with mask (B, N) bool (False = padding or dropped context)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[ContextTokens]) -> ContextTokens:
+        """Concatenates along the batch, padding token counts (used to batch guided and unguided branches)."""
+        n = max(p.tokens.shape[1] for p in parts)
+        tokens = [F.pad(p.tokens, (0, 0, 0, n - p.tokens.shape[1])) for p in parts]
+        masks = [F.pad(p.mask, (0, n - p.mask.shape[1])) for p in parts]
+        return ContextTokens(torch.cat(tokens), torch.cat(masks))
+
+
+class ContextCrossAttention(nn.Module):
+    """The new layer: queries from UNet features, keys/values from context tokens; output projection zero-init.
+
+    Args:
+        query_dim: channels of the UNet features at this layer.
+        context_dim: channels of the context tokens (the down stack's last width).
+        heads, dim_head: attention shape (copied from the text cross-attention it sits beside).
+    """
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.norm = nn.LayerNorm(query_dim)
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+        # Zero-init on purpose: the layer adds exactly nothing until it learns to, so training starts from the
+        # pretrained text-to-image model (paper §2.3 adds layers to a pretrained Imagen).
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: torch.Tensor, context: ContextTokens) -> torch.Tensor:
+        b, n, _ = x.shape  # (B, N, C) query tokens
+        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
+        k = self.to_k(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        v = self.to_v(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        has_context = context.mask.any(dim=1)  # (B,)
+        # A row with no context at all would softmax over nothing (NaN): let it attend anywhere, then zero it.
+        mask = context.mask | ~has_context[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, h, N, d)
+        out = self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
+        return out * has_context[:, None, None].to(out.dtype)
+
+
+class InstructUNet(nn.Module):
+    """A `UNet2DConditionModel` plus context encoding and context cross-attention.
+
+    Args:
+        unet: the backbone (taken as is, never rebuilt or copied).
+    """
+
+    def __init__(self, unet: UNet2DConditionModel) -> None:
+        super().__init__()
+        self.unet = unet
+        self.context_dim = unet.config.block_out_channels[-1]
+        self.context_layers = nn.ModuleDict()
+        self._context: ContextTokens | None = None
+        for name, attention in self._context_stage_attentions():
+            layer = ContextCrossAttention(attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads)
+            key = name.replace(".", "_")
+            self.context_layers[key] = layer
+            attention.register_forward_hook(self._make_hook(layer))
+        if len(self.context_layers) == 0:
+            raise ValueError(
+                "the UNet has no text cross-attention at its lowest-resolution stage, so there is nowhere to read the "
+                f"context; down_block_types={unet.config.down_block_types}"
+            )
+
+    def _context_stage_attentions(self) -> list[tuple[str, Attention]]:
+        """Text cross-attention modules of the lowest-resolution attention stage: that down block, mid, its up block."""
+        down_with_attention = [i for i, block in enumerate(self.unet.down_blocks) if getattr(block, "has_cross_attention", False)]
+        if not down_with_attention:
+            return []
+        deepest = down_with_attention[-1]
+        prefixes = [f"down_blocks.{deepest}.", "mid_block.", f"up_blocks.{len(self.unet.up_blocks) - 1 - deepest}."]
+        return [
+            (name, module)
+            for name, module in self.unet.named_modules()
+            if isinstance(module, Attention) and module.is_cross_attention and name.startswith(tuple(prefixes))
+        ]
+
+    def _make_hook(self, layer: ContextCrossAttention):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            if self._context is None:
+                return output
+            x = args[0]
+            if x.ndim == 4:  # attention blocks that take feature maps (e.g. DeepFloyd IF): (B, C, H, W) → (B, HW, C)
+                b, c, h, w = x.shape
+                extra = layer(x.flatten(2).transpose(1, 2), self._context).transpose(1, 2).reshape(b, c, h, w)
+            else:
+                extra = layer(x, self._context)
+            return output + extra
+
+        return hook
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    def encode_context(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        item_mask: torch.Tensor,
+    ) -> ContextTokens:
+        """Nested encoding of context items by the backbone's own down stack (shared weights, clean images).
+
+        Args:
+            images: (B, K, 3, H, W) context images in [-1, 1].
+            text: (B, K, L, D) embeddings of each item's (marker + text); text_mask (B, K, L) bool.
+            item_mask: (B, K) bool, True for real items. Padded items are never encoded.
+
+        Returns:
+            ContextTokens with tokens (B, K*h*w, C_ctx) and mask (B, K*h*w).
+        """
+        b, k = item_mask.shape
+        real = item_mask.flatten()  # (B*K,)
+        # 1. keep only real items: (R, 3, H, W), (R, L, D)
+        x = images.flatten(0, 1)[real]
+        hidden = text.flatten(0, 1)[real]
+        hidden_mask = text_mask.flatten(0, 1)[real]
+        if x.shape[0] == 0:
+            empty = torch.zeros(b, 0, self.context_dim, device=images.device, dtype=images.dtype)
+            return ContextTokens(empty, torch.zeros(b, 0, dtype=torch.bool, device=images.device))
+        features = self.down_features(x, hidden, hidden_mask)  # (R, C_ctx, h, w)
+        r, c, h, w = features.shape
+        # 2. scatter back to (B*K, h*w, C_ctx) with zeros for padded items
+        tokens = features.new_zeros(b * k, h * w, c)
+        tokens[real] = features.flatten(2).transpose(1, 2)
+        mask = item_mask.flatten()[:, None].expand(b * k, h * w)
+        return ContextTokens(tokens.view(b, k * h * w, c), mask.reshape(b, k * h * w))
+
+    def down_features(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The down-sampling stack alone, at timestep 0 (clean input), as in the first half of the UNet forward.
+
+        Args:
+            x: (N, 3, H, W); text: (N, L, D); text_mask: (N, L) bool.
+        Returns:
+            the last down block's output (N, C_ctx, h, w).
+        """
+        unet = self.unet
+        timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
+        # 1. time (and IF-style text addition embedding)
+        emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep))
+        aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=text, added_cond_kwargs={})
+        emb = emb + aug if aug is not None else emb
+        if unet.time_embed_act is not None:
+            emb = unet.time_embed_act(emb)
+        text = unet.process_encoder_hidden_states(encoder_hidden_states=text, added_cond_kwargs={})
+        bias = ((1 - text_mask.to(x.dtype)) * -10000.0).unsqueeze(1)  # (N, 1, L), as the UNet forward converts it
+        # 2. pre-process
+        h = unet.conv_in(x)
+        # 3. down: each item attends to its own text (nested encoding); no context is read here
+        self._context = None
+        for block in unet.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=text, encoder_attention_mask=bias)
+            else:
+                h, _ = block(hidden_states=h, temb=emb)
+        return h
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        context: ContextTokens | None = None,
+    ) -> torch.Tensor:
+        """The denoiser: (x_t, t, text, context) → model output (v for this project).
+
+        Args:
+            sample: (B, C, H, W) noisy images; timestep: (B,) or scalar.
+            text: (B, L, D) payload embeddings; text_mask (B, L) bool.
+            context: encoded context for this batch, or None for text-only.
+        """
+        self._context = context
+        return self.unet(sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
