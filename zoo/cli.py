@@ -29,7 +29,8 @@ class ZooCLI(LightningCLI):
         parser.link_arguments("data.image_size", "model.image_size")
 
 
-def run_lightning(args: list[str]) -> None:
+def run_lightning(args: list[str] | None) -> None:
+    """Runs LightningCLI; `args` None means it reads sys.argv itself (LightningCLI warns when given both)."""
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen
 
@@ -50,13 +51,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
     verb, rest = argv[0], argv[1:]
     if verb in TRAINER_VERBS:
-        run_lightning([verb, *rest])
+        run_lightning(None if from_sys_argv else [verb, *rest])
         return 0
     if verb == "generate":
         from zoo.generate import main as generate_main

@@ -63,3 +63,15 @@ class Task(Dataset, ABC):
     def rng(seed: int, index: int) -> random.Random:
         """A generator private to one example: the same (seed, index) always draws the same numbers."""
         return random.Random(f"{seed}:{index}")
+
+
+class BadExample(ValueError):
+    """Raised by a task for a row it cannot turn into a valid instruction (unreadable image, empty caption, ...).
+
+    The data pipeline skips and counts such rows, naming `row_id` in a warning, or stops at the first one when
+    configured to fail fast; any other exception is a bug and propagates.
+    """
+
+    def __init__(self, task: str, row_id: object, reason: str) -> None:
+        super().__init__(f"task {task!r}, row {row_id!r}: {reason}")
+        self.task, self.row_id, self.reason = task, row_id, reason

@@ -1,0 +1,434 @@
+"""Tests of the network and the diffusion math: zero-init, shared context encoding, the new layers' placement,
+configuration errors, generation, condition dropout, the forward process and the sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.models.attention_processor import Attention
+
+from conftest import IMAGE_SIZE, build_tiny_model
+from zoo.diffusion.objective import condition_dropout
+from zoo.diffusion.sampler import Guidance, guided_prediction, sample
+from zoo.diffusion.schedule import make_scheduler, q_sample, velocity
+from zoo.instruction import ContextItem, Instruction, collate_instructions
+from zoo.models.instruct_unet import ContextTokens, InstructUNet
+from zoo.models.presets import PRESETS, resolve_unet_config
+
+
+def denoiser_inputs(model, batch, seed: int = 0):
+    """x_t, t, text, text_mask, context for a batch (context encoded by the model)."""
+    g = torch.Generator().manual_seed(seed)
+    b = len(batch)
+    x = torch.randn(b, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    text, text_mask = model.encode_text(batch.texts)
+    context = model.encode_context(batch)
+    return x, t, text, text_mask, context
+
+
+# ------------------------------------------------------------------------------------------------- (a) zero-init
+@torch.no_grad()
+def test_before_training_the_model_is_the_bare_backbone(tiny_model, task_batch) -> None:
+    x, t, text, text_mask, context = denoiser_inputs(tiny_model, task_batch)
+    assert context.tokens.shape[1] > 0 and context.mask.any()  # a real, non-empty context
+    with_context = tiny_model.model(x, t, text, text_mask, context)
+    without_context = tiny_model.model(x, t, text, text_mask, None)
+    tiny_model.model._context = None  # make sure no context is left for the bare call
+    bare = tiny_model.model.unet(x, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+    assert with_context.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    torch.testing.assert_close(with_context, bare, atol=1e-6, rtol=0)
+    torch.testing.assert_close(with_context, without_context, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------ (b) training reads context
+def test_after_a_few_steps_the_context_changes_the_prediction(make_tiny_model, task_instructions) -> None:
+    model = make_tiny_model(drop_text_and_context=0.0, drop_context=0.0)
+    model.hparams.drop_text_and_context = model.hparams.drop_context = 0.0
+    model.train()
+    batch = collate_instructions(task_instructions[1:])  # both have context
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(5):
+        optimizer.zero_grad()
+        loss = model.training_step(batch, step)
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        x, t, text, text_mask, context = denoiser_inputs(model, batch, seed=3)
+        with_context = model.model(x, t, text, text_mask, context)
+        without_context = model.model(x, t, text, text_mask, None)
+    assert (with_context - without_context).abs().max().item() > 1e-4
+    assert any(layer.to_out.weight.abs().sum() > 0 for layer in model.model.context_layers.values())
+
+
+def test_rows_without_context_are_unaffected_by_the_context_layers(make_tiny_model, task_instructions) -> None:
+    """A trained context layer adds nothing to a sample whose context is empty (padding never leaks)."""
+    model = make_tiny_model()
+    with torch.no_grad():
+        for layer in model.model.context_layers.values():
+            torch.nn.init.normal_(layer.to_out.weight, std=0.5)
+            torch.nn.init.normal_(layer.to_out.bias, std=0.5)
+    batch = collate_instructions(task_instructions)  # row 0 has no context
+    with torch.no_grad():
+        x, t, text, text_mask, context = denoiser_inputs(model, batch)
+        with_context = model.model(x, t, text, text_mask, context)
+        without_context = model.model(x, t, text, text_mask, None)
+    torch.testing.assert_close(with_context[0], without_context[0], atol=1e-6, rtol=0)
+    assert (with_context[1:] - without_context[1:]).abs().max() > 1e-3
+
+
+# Regression test: a batch in which no sample has context (all text-to-image, or every context dropped) gives
+# ContextTokens with zero tokens; the context layers must then add nothing instead of failing to reshape.
+@torch.no_grad()
+def test_text_only_batch_runs_through_the_denoiser(tiny_model, task_instructions) -> None:
+    batch = collate_instructions(task_instructions[:1])
+    x, t, text, text_mask, context = denoiser_inputs(tiny_model, batch)
+    assert context.tokens.shape[1] == 0
+    out = tiny_model.model(x, t, text, text_mask, context)
+    torch.testing.assert_close(out, tiny_model.model(x, t, text, text_mask, None), atol=1e-6, rtol=0)
+
+
+def test_training_step_when_every_context_is_dropped(make_tiny_model, task_batch) -> None:
+    model = make_tiny_model(drop_text_and_context=0.0, drop_context=1.0)
+    loss = model.training_step(task_batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+# ----------------------------------------------------------------------- (c) shared down stack (nested encoding)
+def test_context_encoder_is_the_backbone_down_stack(tiny_model, task_batch) -> None:
+    unet = tiny_model.model.unet
+    # No copy of the down stack anywhere: the InstructUNet holds the backbone plus the new layers, nothing more.
+    own = {id(p) for p in tiny_model.model.parameters()}
+    expected = {id(p) for p in unet.parameters()} | {id(p) for p in tiny_model.model.context_layers.parameters()}
+    assert own == expected
+    # The modules down_features runs are the backbone's own modules, with the very same parameter tensors.
+    text, text_mask = tiny_model.encode_text(["[ref#1] toy"])
+    called: list[torch.nn.Module] = []
+    handles = [m.register_forward_hook(lambda m, a, o: called.append(m)) for m in tiny_model.modules()]
+    try:
+        with torch.no_grad():
+            tiny_model.model.down_features(task_batch.context_images[1, :1], text, text_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    used = {id(p): p for m in called for p in m.parameters(recurse=False)}
+    down = {id(p): p for p in unet.down_blocks.parameters()}
+    used_down = [p for key, p in used.items() if key in down]
+    assert len(used_down) == len(down)  # every down-block parameter is used ...
+    for p in used_down:  # ... as the very same tensor
+        assert p is down[id(p)] and p.data_ptr() == down[id(p)].data_ptr()
+    unet_params = {id(p) for p in unet.parameters()}
+    assert set(used) <= unet_params  # nothing outside the backbone (no context layer, no second encoder)
+    assert not any(id(p) in used for p in unet.mid_block.parameters())
+    assert not any(id(p) in used for p in unet.up_blocks.parameters())
+
+
+def test_context_encoding_gradient_reaches_the_down_blocks(make_tiny_model, task_batch) -> None:
+    model = make_tiny_model()
+    context = model.encode_context(task_batch)
+    loss = context.tokens[context.mask].pow(2).mean()
+    loss.backward()
+    unet = model.model.unet
+    down = list(unet.down_blocks.named_parameters())
+    assert all(p.grad is not None for _, p in down)
+    assert sum(p.grad.abs().sum().item() for _, p in down) > 0
+    nonzero = [name for name, p in down if p.grad.abs().sum() > 0]
+    assert any(name.startswith("0.") for name in nonzero) and any(name.startswith("1.") for name in nonzero)
+    assert any("attn2" in name for name in nonzero)  # the item's own text is read (nested encoding)
+    # only the down half: the mid block, up blocks and the new layers are not involved
+    for p in [*unet.mid_block.parameters(), *unet.up_blocks.parameters(), *model.model.context_layers.parameters()]:
+        assert p.grad is None
+
+
+def test_padded_items_do_not_change_real_tokens(tiny_model, task_instructions) -> None:
+    """Encoding an item alone or next to padding gives the same tokens (padding is never encoded)."""
+    one = task_instructions[1]
+    alone = tiny_model.encode_context(collate_instructions([one]))
+    padded = tiny_model.encode_context(collate_instructions([one, task_instructions[2]]))
+    n = alone.tokens.shape[1]
+    torch.testing.assert_close(padded.tokens[0, :n], alone.tokens[0], atol=1e-5, rtol=1e-5)
+    assert padded.mask[0, :n].all() and not padded.mask[0, n:].any()
+    assert padded.tokens[0, n:].eq(0).all()
+    assert padded.mask[1].all()
+
+
+# ---------------------------------------------------------------------------------- (d) the new layers and where
+def test_context_layers_are_zero_initialised(tiny_model) -> None:
+    layers = list(tiny_model.model.context_layers.values())
+    assert layers
+    for layer in layers:
+        assert layer.to_out.weight.eq(0).all() and layer.to_out.bias.eq(0).all()
+        assert layer.to_k.weight.abs().sum() > 0  # the rest is a normal random init
+
+
+def test_context_layers_sit_only_at_the_lowest_resolution_tiny(tiny_model) -> None:
+    model = tiny_model.model
+    assert sorted(model.context_layers) == sorted(
+        [
+            "down_blocks_1_attentions_0_transformer_blocks_0_attn2",
+            "mid_block_attentions_0_transformer_blocks_0_attn2",
+            "up_blocks_0_attentions_0_transformer_blocks_0_attn2",
+            "up_blocks_0_attentions_1_transformer_blocks_0_attn2",
+        ]
+    )
+    # The layers see the feature maps of the lowest resolution: (H/2)^2 query tokens for the two-level tiny UNet.
+    seen: dict[str, int] = {}
+    handles = [
+        layer.register_forward_hook(lambda m, a, o, key=key: seen.__setitem__(key, a[0].shape[1]))
+        for key, layer in model.context_layers.items()
+    ]
+    try:
+        batch = collate_instructions([Instruction("Draw [ref#1]", context=[ContextItem("[ref#1]", "x", torch.rand(3, 16, 16))], target=torch.rand(3, 16, 16))])
+        with torch.no_grad():
+            x, t, text, text_mask, context = denoiser_inputs(tiny_model, batch)
+            model(x, t, text, text_mask, context)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {key: (IMAGE_SIZE // 2) ** 2 for key in model.context_layers}
+
+
+def test_context_layers_skip_higher_resolution_attention() -> None:
+    """With text cross-attention at two resolutions, only the lower one gets context layers."""
+    config = resolve_unet_config("tiny")
+    config.update(
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    unet = UNet2DConditionModel(**config)
+    model = InstructUNet(unet)
+    keys = list(model.context_layers)
+    assert keys and all(key.startswith(("down_blocks_1_", "mid_block_", "up_blocks_0_")) for key in keys)
+    cross = [n for n, m in unet.named_modules() if isinstance(m, Attention) and m.is_cross_attention]
+    stage = [n for n in cross if n.startswith(("down_blocks.1.", "mid_block.", "up_blocks.0."))]
+    assert sorted(keys) == sorted(n.replace(".", "_") for n in stage)  # one per cross-attention of that stage
+    assert any(n.startswith("down_blocks.0.") for n in cross) and any(n.startswith("up_blocks.1.") for n in cross)
+
+
+def test_unet_without_low_resolution_cross_attention_is_rejected() -> None:
+    config = resolve_unet_config("tiny")
+    config.update(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                  mid_block_type=None)
+    with pytest.raises(ValueError, match="cross-attention"):
+        InstructUNet(UNet2DConditionModel(**config))
+
+
+# -------------------------------------------------------------------------------------- (e) configuration errors
+def test_text_width_mismatch_names_both_widths() -> None:
+    with pytest.raises(ValueError) as info:
+        build_tiny_model(text_encoder="builtin:small-t5")
+    message = str(info.value)
+    assert "128" in message and "32" in message and "cross_attention_dim" in message
+
+
+def test_unknown_preset_lists_the_presets() -> None:
+    with pytest.raises(ValueError) as info:
+        build_tiny_model(unet="huge")
+    message = str(info.value)
+    assert "huge" in message
+    assert all(name in message for name in PRESETS)
+
+
+def test_unknown_builtin_text_encoder_is_named() -> None:
+    with pytest.raises(ValueError, match="builtin:nope"):
+        build_tiny_model(text_encoder="builtin:nope")
+
+
+def test_preset_configs_are_copies() -> None:
+    config = resolve_unet_config("tiny")
+    config["sample_size"] = 999
+    assert resolve_unet_config("tiny")["sample_size"] != 999
+    given = {"sample_size": 8}
+    assert resolve_unet_config(given) == given and resolve_unet_config(given) is not given
+
+
+# ------------------------------------------------------------------------------------------------ (f) generation
+def test_generate_is_deterministic_and_in_range(tiny_model, task_instructions) -> None:
+    a = tiny_model.generate(task_instructions, num_inference_steps=3, seed=7)
+    b = tiny_model.generate(task_instructions, num_inference_steps=3, seed=7)
+    c = tiny_model.generate(task_instructions, num_inference_steps=3, seed=8)
+    assert a.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE) and a.dtype == torch.float32
+    assert torch.isfinite(a).all() and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_generate_accepts_a_batch_and_an_unguided_setting(tiny_model, task_batch) -> None:
+    images = tiny_model.generate(task_batch, num_inference_steps=2, guidance=Guidance(scale=1.0), seed=0)
+    assert images.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+
+@pytest.mark.parametrize("steps", [2, 5])
+@pytest.mark.parametrize("guidance", [Guidance(scale=1.0), Guidance(scale=3.0), Guidance(scale=3.0, context_scale=2.0, oscillate=True)], ids=["none", "single", "two-scales"])
+def test_generate_encodes_the_context_once(tiny_model, task_instructions, monkeypatch, steps, guidance) -> None:
+    calls = {"encode_context": 0, "down_features": 0, "forward": 0}
+    inner = tiny_model.model
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(inner, "encode_context", counted("encode_context", inner.encode_context))
+    monkeypatch.setattr(inner, "down_features", counted("down_features", inner.down_features))
+    handle = inner.unet.register_forward_pre_hook(lambda m, a: calls.__setitem__("forward", calls["forward"] + 1))
+    try:
+        tiny_model.generate(task_instructions, num_inference_steps=steps, guidance=guidance, seed=0)
+    finally:
+        handle.remove()
+    assert calls["encode_context"] == 1 and calls["down_features"] == 1
+    assert calls["forward"] == steps  # one batched network call per step, whatever the guidance
+
+
+# Regression test: generating for text-only instructions (no context in the whole batch) must work.
+def test_generate_text_only(tiny_model, task_instructions) -> None:
+    images = tiny_model.generate(task_instructions[:1], num_inference_steps=2, seed=0)
+    assert images.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert torch.isfinite(images).all()
+
+
+# ------------------------------------------------------------------------------------------ (g) condition dropout
+def test_condition_dropout_situations_are_disjoint_at_their_rates() -> None:
+    g = torch.Generator().manual_seed(0)
+    drop_all, drop_ctx = condition_dropout(20_000, 0.1, 0.1, generator=g)
+    assert drop_all.dtype == torch.bool and drop_all.shape == drop_ctx.shape == (20_000,)
+    assert not (drop_all & drop_ctx).any()
+    assert abs(drop_all.float().mean().item() - 0.1) < 0.01
+    assert abs(drop_ctx.float().mean().item() - 0.1) < 0.01
+    assert abs((drop_all | drop_ctx).float().mean().item() - 0.2) < 0.015
+
+
+def test_condition_dropout_extremes() -> None:
+    drop_all, drop_ctx = condition_dropout(1000, 0.0, 0.0)
+    assert not drop_all.any() and not drop_ctx.any()
+    drop_all, drop_ctx = condition_dropout(1000, 0.0, 1.0)
+    assert not drop_all.any() and drop_ctx.all()
+    drop_all, drop_ctx = condition_dropout(1000, 1.0, 0.0)
+    assert drop_all.all() and not drop_ctx.any()
+
+
+@pytest.mark.parametrize("p_all, p_ctx", [(-0.1, 0.1), (0.1, -0.1), (0.6, 0.5), (1.5, 0.0)])
+def test_condition_dropout_rejects_invalid_probabilities(p_all: float, p_ctx: float) -> None:
+    with pytest.raises(ValueError, match="drop"):
+        condition_dropout(4, p_all, p_ctx)
+    with pytest.raises(ValueError, match="drop"):
+        build_tiny_model(drop_text_and_context=p_all, drop_context=p_ctx)
+
+
+# --------------------------------------------------------------------------------------- (h) the forward process
+def test_q_sample_and_velocity_match_diffusers() -> None:
+    scheduler = make_scheduler()
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 3, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(6, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    torch.testing.assert_close(q_sample(scheduler, x0, t, eps), scheduler.add_noise(x0, eps, t), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(velocity(scheduler, x0, t, eps), scheduler.get_velocity(x0, eps, t), atol=1e-5, rtol=1e-5)
+
+
+def test_velocity_and_q_sample_recover_x0_and_eps() -> None:
+    scheduler = make_scheduler(num_train_timesteps=100)
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
+    t = torch.tensor([0, 10, 50, 99])
+    x_t, v = q_sample(scheduler, x0, t, eps), velocity(scheduler, x0, t, eps)
+    alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    torch.testing.assert_close(alpha * x_t - sigma * v, x0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sigma * x_t + alpha * v, eps, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------- (i) sampler
+def toy_model_fn(calls: list[tuple[str, ...]] | None = None):
+    """A tiny deterministic 'network': each branch gives a different smooth function of (x_t, t)."""
+    offsets = {"full": 0.3, "text": 0.1, "null": -0.2}
+
+    def model_fn(x_t, t, names):
+        if calls is not None:
+            calls.append(tuple(names))
+        scale = (t.float() / 1000).view(-1, 1, 1, 1)
+        return [0.5 * x_t * scale + offsets[name] * (1 - scale) for name in names]
+
+    return model_fn
+
+
+def manual_loop(scheduler, noise, steps, predict, seed):
+    generator = torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        v = predict(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))
+        x = scheduler.step(v, t, x, generator=generator).prev_sample
+    return x.clamp(-1, 1)
+
+
+@pytest.mark.parametrize("thresholding", [False, True])
+def test_sampler_loop_matches_manual_ddpm_steps(thresholding: bool) -> None:
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    fn = toy_model_fn()
+    got = sample(fn, make_scheduler(thresholding=thresholding), noise, 6, Guidance(scale=1.0), torch.Generator().manual_seed(5))
+    expected = manual_loop(make_scheduler(thresholding=thresholding), noise, 6, lambda x, t: fn(x, t, ("full",))[0], 5)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_sampler_loop_matches_a_plain_ddpm_scheduler() -> None:
+    config = dict(num_train_timesteps=100, prediction_type="v_prediction", beta_schedule="linear")
+    noise = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    fn = toy_model_fn()
+    got = sample(fn, DDPMScheduler(**config), noise, 10, Guidance(scale=1.0), torch.Generator().manual_seed(1))
+    expected = manual_loop(DDPMScheduler(**config), noise, 10, lambda x, t: fn(x, t, ("full",))[0], 1)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_scale_one_is_the_conditional_only_path() -> None:
+    calls: list[tuple[str, ...]] = []
+    fn = toy_model_fn(calls)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = sample(fn, make_scheduler(), noise, 4, Guidance(scale=1.0), torch.Generator().manual_seed(0))
+    assert calls == [("full",)] * 4  # never asks for the unconditional branches
+    expected = manual_loop(make_scheduler(), noise, 4, lambda x, t: fn(x, t, ("full",))[0], 0)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_guided_prediction_formulas() -> None:
+    x, t = torch.randn(2, 3, 4, 4), torch.tensor([500, 500])
+    fn = toy_model_fn()
+    v_full, v_text, v_null = fn(x, t, ("full", "text", "null"))
+    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0)), v_null + 4.0 * (v_full - v_null))
+    torch.testing.assert_close(
+        guided_prediction(fn, x, t, Guidance(scale=2.0, context_scale=3.0)),
+        v_null + 2.0 * (v_text - v_null) + 3.0 * (v_full - v_text),
+    )
+    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0), guided=False), v_full)
+
+
+def test_oscillating_guidance_alternates_starting_guided() -> None:
+    calls: list[tuple[str, ...]] = []
+    sample(toy_model_fn(calls), make_scheduler(), torch.randn(1, 3, 4, 4), 5, Guidance(scale=25.0, oscillate=True))
+    assert calls == [("full", "null"), ("full",), ("full", "null"), ("full",), ("full", "null")]
+
+
+def test_sampler_and_guidance_reject_bad_settings() -> None:
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample(toy_model_fn(), make_scheduler(), torch.randn(1, 3, 4, 4), 0)
+    with pytest.raises(ValueError, match="scale"):
+        Guidance(scale=-1.0)
+    with pytest.raises(ValueError, match="scale"):
+        Guidance(scale=1.0, context_scale=-2.0)
+
+
+def test_context_tokens_cat_pads_token_counts() -> None:
+    a = ContextTokens(torch.ones(1, 2, 4), torch.ones(1, 2, dtype=torch.bool))
+    b = ContextTokens(torch.ones(2, 5, 4), torch.ones(2, 5, dtype=torch.bool))
+    joined = ContextTokens.cat([a, b])
+    assert joined.tokens.shape == (3, 5, 4) and joined.mask.shape == (3, 5)
+    assert joined.mask[0].tolist() == [True, True, False, False, False] and joined.mask[1:].all()
+    assert joined.tokens[0, 2:].eq(0).all()
