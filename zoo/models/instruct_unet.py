@@ -90,7 +90,7 @@ class _ContextHook:
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         context = self.owner._context
-        if context is None:
+        if context is None or context.tokens.shape[1] == 0:  # no context at all in this batch: nothing to add
             return output
         layer = self.owner.context_layers[self.key]
         x = args[0]
