@@ -124,7 +124,7 @@ def _open(source: DatasetSource) -> _Opened:
             builders.pop(), data_files=files, split=source.split, streaming=source.streaming, **kwargs
         )
         base_dir = Path(files[0]).parent
-    elif local.exists() or source.path.startswith((".", "/", "~")):
+    elif not local.is_dir() and source.path.startswith((".", "/", "~")):
         raise ValueError(f"source.path {source.path!r} is neither a folder nor data files that exist")
     else:  # a folder `load_dataset` understands, or a hub id
         loaded = datasets.load_dataset(source.path, source.name, split=source.split, streaming=source.streaming)
