@@ -7,8 +7,13 @@ name to *checks*. This module scores an image against them, deterministically an
 
 - An attribute check ("object0.colour", "object1.position", "background", "style", ...) renders the true scene and
   counterfactuals that differ only in that attribute (every other colour, shape, position, ...; the object removed;
-  every other style) and passes when the image is nearer (mean squared error) to the truth than to every
-  counterfactual. Counterfactuals the style cannot show (pattern in line art) render like the truth and are ignored.
+  every other style) and passes when the image is nearer to the truth than to every counterfactual. Appearance
+  (colour, pattern, background, style) is compared by mean squared error; geometry (shape, position, size) by the
+  share of pixels whose foreground/background label differs (foreground: away from the background's own render), so
+  a wrong colour does not also fail the shape. An object's colour and pattern are judged where the image actually
+  draws it (the best-fitting shape, position and size), so a misplaced object does not also fail its colour.
+  Counterfactuals the style cannot show (pattern in line art) render
+  like the truth and are ignored.
 - "unedited" (editing) passes when the image is nearer to the edited scene than to the unedited source scene.
 - "preserve" (editing) grades how well the image keeps the source outside the edited region: mean absolute error
   ≤ `PRESERVE_GOOD` → 1, ≤ `PRESERVE_FAIR` → 0.5, else 0.
@@ -44,6 +49,9 @@ from tasks.world import (
 PRESERVE_GOOD, PRESERVE_FAIR = 6.0, 16.0
 # Two renders closer than this (mean squared error) are the same picture: the style cannot show the difference.
 SAME_PICTURE = 1.0
+# A pixel is foreground when a channel differs from the background's render by more than this (0-255 scale).
+FOREGROUND = 25.0
+GEOMETRY = ("shape", "position", "size")
 _CHOICES = {
     "colour": tuple(COLOURS),
     "shape": SHAPES + SUBJECT_SHAPES,
@@ -89,10 +97,10 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> dict[str, float]:
     size = pixels.shape[0]
     truth = scene_from_dict(meta["scene"])
     style = meta["style"]
-    truth_pixels = _render(truth, size, style)
-    d_truth = _mse(pixels, truth_pixels)
     source = scene_from_dict(meta["source_scene"]) if "source_scene" in meta else None
+    backdrop = _render(truth.background, size, style)
 
+    fitted: Scene | None = None  # the truth as the image places it, found once, for colour and pattern checks
     scores: dict[str, float] = {}
     for condition, checks in meta["conditions"].items():
         results = []
@@ -100,11 +108,21 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> dict[str, float]:
             if check == "preserve":
                 results.append(_preserve(pixels, truth, source, style))
                 continue
-            variants = [_render(variant, size, variant_style) for variant, variant_style in
-                        _variants(check, truth, style, source)]
-            variants = [v for v in variants if _mse(v, truth_pixels) > SAME_PICTURE]
+            if check.rsplit(".", 1)[-1] in GEOMETRY:  # compare silhouettes, whatever their colour
+                def view(x: np.ndarray) -> np.ndarray:
+                    return (np.abs(x - backdrop).max(axis=-1) > FOREGROUND).astype(np.float32)
+            else:
+                def view(x: np.ndarray) -> np.ndarray:
+                    return x
+            scene = truth
+            if check.startswith("object") and check.rsplit(".", 1)[-1] in ("colour", "pattern"):
+                fitted = fitted or _placed(truth, pixels, backdrop, style)
+                scene = fitted
+            seen, expected = view(pixels), view(_render(scene, size, style))
+            variants = [view(_render(variant, size, s)) for variant, s in _variants(check, scene, style, source)]
+            variants = [v for v in variants if np.any(v != expected) and _mse(v, expected) > SAME_PICTURE / 1e4]
             if variants:
-                results.append(1.0 if d_truth < min(_mse(pixels, v) for v in variants) else 0.0)
+                results.append(1.0 if _mse(seen, expected) < min(_mse(seen, v) for v in variants) else 0.0)
         if results:
             scores[condition] = _combine(results)
     return scores
@@ -153,6 +171,31 @@ def _variants(check: str, truth: Scene, style: str, source: Scene | None):
     return variants
 
 
+def _placed(truth: Scene, pixels: np.ndarray, backdrop: np.ndarray, style: str) -> Scene:
+    """`truth` with each object, in turn, moved to the shape, position and size whose silhouette best fits the image
+    (the objects placed before it stay where they were fitted)."""
+    size = pixels.shape[0]
+
+    def silhouette(x: np.ndarray) -> np.ndarray:
+        return np.abs(x - backdrop).max(axis=-1) > FOREGROUND
+
+    seen = silhouette(pixels)
+    fitted = truth
+    for k, obj in enumerate(truth.objects):
+        taken = {o.position for i, o in enumerate(fitted.objects) if i != k}
+        best, best_distance = fitted, np.mean(silhouette(_render(fitted, size, style)) != seen)
+        for shape in _CHOICES["shape"]:
+            for position in (p for p in _CHOICES["position"] if p not in taken):
+                for extent in _CHOICES["size"]:
+                    moved = SceneObject(shape, obj.colour, obj.pattern, position, extent)
+                    scene = Scene(truth.background, (*fitted.objects[:k], moved, *fitted.objects[k + 1:]))
+                    distance = np.mean(silhouette(_render(scene, size, style)) != seen)
+                    if distance < best_distance:  # strictly better: on a tie the current placement stays
+                        best, best_distance = scene, distance
+        fitted = best
+    return fitted
+
+
 def _preserve(pixels: np.ndarray, truth: Scene, source: Scene | None, style: str) -> float:
     if source is None:
         raise ValueError("check 'preserve' needs meta['source_scene']")
@@ -172,15 +215,11 @@ def _preserve(pixels: np.ndarray, truth: Scene, source: Scene | None, style: str
 
 
 @lru_cache(maxsize=8192)
-def _render_cached(scene: Scene | str, size: int, style: str) -> np.ndarray:
+def _render(scene: Scene | str, size: int, style: str) -> np.ndarray:
     image = render_background(scene, size, style) if isinstance(scene, str) else render(scene, size, style)
     array = np.asarray(image, dtype=np.float32)
     array.setflags(write=False)
     return array
-
-
-def _render(scene: Scene | str, size: int, style: str) -> np.ndarray:
-    return _render_cached(scene, size, style)
 
 
 def _pixels(image: torch.Tensor | Image.Image) -> np.ndarray:

@@ -357,7 +357,7 @@ def sketch(scene: Scene, size: int, rng: random.Random) -> Image.Image:
     side = size * SUPERSAMPLE
     canvas = Image.new("RGB", (side, side), (250, 250, 250))
     for obj in scene.objects:
-        outline = _shape_mask(obj, side, line=max(1, side // 64))
+        outline = _shape_mask(obj, side, line=max(1, side // 40))
         for _ in range(2):
             dx, dy = rng.randint(-SUPERSAMPLE, SUPERSAMPLE), rng.randint(-SUPERSAMPLE, SUPERSAMPLE)
             canvas.paste((30, 30, 30), mask=ImageChops.offset(outline, dx, dy))
