@@ -52,7 +52,8 @@ def neighbour_scene(scene: Scene, rng: random.Random) -> Scene:
     objects = [SceneObject(family.shape, family.colour, rng.choice(PATTERNS), positions[0], rng.choice(list(SIZES)))]
     if len(positions) > 1:
         colour = rng.choice([c for c in COLOURS if c != family.colour])  # distinct colours, as in every world scene
-        objects.append(SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), positions[1], rng.choice(list(SIZES))))
+        shape, pattern, extent = rng.choice(SHAPES), rng.choice(PATTERNS), rng.choice(list(SIZES))
+        objects.append(SceneObject(shape, colour, pattern, positions[1], extent))
     return Scene(rng.choice(list(BACKGROUNDS)), tuple(objects))
 
 
@@ -116,11 +117,11 @@ class Retrieval(TemplatedTask):
     def from_rows(self, index: int, rng: random.Random) -> Instruction:
         row, candidates = self.index[index]
         neighbours = rng.sample(candidates, NEIGHBOURS)
-        text = self.rows.text(row, "caption")
+        text, size = self.rows.text(row, "caption"), self.image_size
         return Instruction(
             text=self.fill(rng, caption=text),
             context=[
-                ContextItem(marker, self.rows.text(n, "caption"), fit_square(self.rows.image(n, "image"), self.image_size))
+                ContextItem(marker, self.rows.text(n, "caption"), fit_square(self.rows.image(n, "image"), size))
                 for marker, n in zip(MARKERS, neighbours)
             ],
             target=fit_square(self.rows.image(row, "image"), self.image_size),

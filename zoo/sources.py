@@ -117,7 +117,8 @@ def _open(source: DatasetSource) -> _Opened:
         builders = {_BUILDERS.get(suffix) for suffix in suffixes}
         if len(builders) != 1 or None in builders:
             raise ValueError(
-                f"source.path {source.path!r}: data files must all be one of {sorted(_BUILDERS)}, got {sorted(suffixes)}"
+                f"source.path {source.path!r}: data files must all be one of {sorted(_BUILDERS)}, "
+                f"got {sorted(suffixes)}"
             )
         kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
         loaded = datasets.load_dataset(

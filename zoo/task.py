@@ -55,7 +55,9 @@ def load_templates(
             continue
         fields = {name for _, name, _, _ in string.Formatter().parse(line) if name}
         if required is not None and fields != required:
-            raise ValueError(f"{path}:{number}: template uses placeholders {sorted(fields)}, expected {sorted(required)}")
+            raise ValueError(
+                f"{path}:{number}: template uses placeholders {sorted(fields)}, expected {sorted(required)}"
+            )
         absent = [marker for marker in markers if marker not in line]
         if absent:
             raise ValueError(f"{path}:{number}: every template must contain {' and '.join(absent)}: {line!r}")
