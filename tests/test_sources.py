@@ -179,6 +179,7 @@ def bad_rows_dataset(tmp_path: Path) -> tuple[DatasetSource, dict[int, str]]:
     add("good.png", "   ", "empty caption")
     add("good.png", None, "empty caption")
     add(None, "no image", "holds no image")
+    add("good.png", "a [ref#1] in the caption", "contains a reference marker")
     write_jsonl(folder / "rows.jsonl", rows)
     source = DatasetSource(path=str(folder / "rows.jsonl"), columns={"image": "img", "caption": "text"})
     return source, bad

@@ -4,7 +4,7 @@
 parquet/JSON/CSV files or `save_to_disk` output — or data files / a glob) plus a column mapping, and is written in
 YAML under a task's `source:`. `SourceRows` opens it once and hands a task typed values per row:
 
-- `text(i, column)`: a stripped string; empty or missing → `RowError`.
+- `text(i, column)`: a stripped string; empty, missing or holding a `[ref#N]`-like marker → `RowError`.
 - `image(i, column)`: an RGB PIL image, fully decoded. Image columns may hold PIL images, `datasets.Image` values,
   file paths (relative to the data folder) or bytes. Unreadable, corrupt, truncated or missing files → `RowError`.
   Grayscale, RGBA (composited on white), palette, 16-bit and CMYK images are normalised to 8-bit RGB.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from zoo.instruction import to_image_tensor
+from zoo.instruction import find_markers, to_image_tensor
 
 # File suffixes and the `datasets` builder that reads them.
 _BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv"}
@@ -211,6 +211,13 @@ class SourceRows:
         value = self.value(index, column)
         if value is None or not isinstance(value, str) or not value.strip():
             raise RowError(self.row_id(index), f"empty {column} ({self.columns[column]!r} is {value!r})")
+        # A "[ref#N]" in dataset text would name context the row does not have: the task places the markers.
+        try:
+            markers = find_markers(value)
+        except ValueError:  # a malformed one, e.g. "[ref1]"
+            markers = [value]
+        if markers:
+            raise RowError(self.row_id(index), f"{column} contains a reference marker: {value!r:.80}")
         return " ".join(value.split())
 
     def image(self, index: int, column: str) -> Image.Image:
