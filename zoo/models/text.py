@@ -36,7 +36,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal
+import sys
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -77,6 +78,11 @@ class TextEncoder(nn.Module):
         if markers not in ("auto", "sentinel", "added_tokens", "plain"):
             raise ValueError(f"text_encoder markers must be auto, sentinel, added_tokens or plain, got {markers!r}")
         self.name_or_path, self.max_length, self.seed, self.max_markers = name_or_path, max_length, seed, max_markers
+        # What rebuilds this encoder (saved as the module's `text_encoder` hyperparameter). A subclass with
+        # arguments of its own adds them here after calling this __init__.
+        self.init_args: dict[str, Any] = dict(
+            name_or_path=name_or_path, max_length=max_length, seed=seed, markers=markers, max_markers=max_markers
+        )
         if name_or_path.startswith("builtin:"):
             if name_or_path not in BUILTIN_ENCODERS:
                 raise ValueError(
@@ -193,6 +199,10 @@ class TextEncoder(nn.Module):
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
+    def config_spec(self) -> dict[str, Any]:
+        """`{"class_path": ..., "init_args": ...}`: the YAML form that rebuilds this encoder."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self.init_args)}
+
     def train(self, mode: bool = True) -> TextEncoder:
         # Frozen (paper Fig 3): dropout stays off even while the rest of the model trains.
         return super().train(False)
@@ -215,3 +225,30 @@ class TextEncoder(nn.Module):
         mask = tokens.attention_mask.bool()
         hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         return hidden * mask[..., None].to(hidden.dtype), mask
+
+
+def build_text_encoder(spec: str | TextEncoder | dict[str, Any], max_length: int | None = None) -> TextEncoder:
+    """A `TextEncoder` from a name/path, an instance, or a `{"class_path", "init_args"}` dict (a checkpoint's form).
+
+    `max_length` applies to names and paths; for an instance or a dict it must be None or agree with the encoder's own.
+    A dict's class must be an already-imported `TextEncoder` subclass: a checkpoint never makes this import code.
+    """
+    if isinstance(spec, str):
+        return TextEncoder(spec, max_length=64 if max_length is None else max_length)
+    if isinstance(spec, dict):
+        class_path = spec.get("class_path", "")
+        module_name, _, name = class_path.rpartition(".")
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if not (isinstance(cls, type) and issubclass(cls, TextEncoder)):
+            raise ValueError(
+                f"text_encoder class_path {class_path!r} is not an imported TextEncoder subclass; import its module first"
+            )
+        spec = cls(**spec.get("init_args", {}))
+    if not isinstance(spec, TextEncoder):
+        raise TypeError(f"text_encoder must be a name, a path or a TextEncoder, got {type(spec).__name__}")
+    if max_length is not None and max_length != spec.max_length:
+        raise ValueError(
+            f"text_max_length={max_length} disagrees with the text encoder's own max_length={spec.max_length}; "
+            "set max_length in the encoder's init_args and leave text_max_length unset"
+        )
+    return spec
