@@ -15,7 +15,7 @@ The paper's base model (arXiv 2401.01952 Table 5, App. A.2.1) in diffusers terms
 - Attention is Imagen's self-attention with the text tokens as extra keys/values (IF's `SimpleCrossAttn*` blocks,
   no feed-forward), a pooled text embedding is added to the timestep embedding (`addition_embed_type="text"`), and
   T5-XXL's 4096-d tokens are projected to 2048 (`encoder_hid_dim`).
-- Parameter count: 2.99B before the context layers, against the paper's 2.51B. The difference sits in the 16×16 up
+- Parameter count: 3.03B before the context layers, against the paper's 2.51B. The difference sits in the 16×16 up
   block (1.39B): a diffusers up block has `layers_per_block + 1` ResNets, each reading the 2048-channel skip
   concatenated to its 2048-channel input; Table 5 is silent on skips and lists the UBlock widths one level down.
   The context layers add 0.30B (paper: 0.25B): one per text attention of the 16×16 stage, 18 of them (8 down,
@@ -46,7 +46,7 @@ BOOKKEEPING_FIELDS = {"_class_name", "_diffusers_version", "_name_or_path", "_us
 
 
 def tiny() -> dict[str, Any]:
-    """For tests: ~0.1M parameters, 32 px, text width 32 (pairs with `builtin:tiny-t5`)."""
+    """For tests, 0.25M parameters, text width 32 (pairs with `builtin:tiny-t5`)."""
     return dict(
         sample_size=32,
         in_channels=3,
@@ -63,7 +63,7 @@ def tiny() -> dict[str, Any]:
 
 
 def demo() -> dict[str, Any]:
-    """The CPU main job (`make demo`): 32 px, three resolutions, attention at 8×8, text width 128 (`builtin:small-t5`)."""
+    """The CPU main job (`make demo`), three resolutions, attention at 8×8, text width 128 (`builtin:small-t5`)."""
     return dict(
         sample_size=32,
         in_channels=3,
@@ -80,8 +80,9 @@ def demo() -> dict[str, Any]:
 
 
 def paper_base128() -> dict[str, Any]:
-    """The paper's 128 px text-to-image base (Table 5): 512/1024/2048 channels, 8 single-ResNet blocks per
-    resolution, attention only at 16×16, T5-XXL text. See the module docstring for the mapping and the count."""
+    """The paper's base (Table 5), 512/1024/2048 channels, 8 single-ResNet blocks per resolution, attention at 16×16.
+
+    T5-XXL text. See the module docstring for the mapping to diffusers and the parameter count."""
     return dict(
         sample_size=128,
         in_channels=3,
@@ -126,24 +127,26 @@ def _if_stage1(width: int) -> dict[str, Any]:
 
 
 def if_stage1_m() -> dict[str, Any]:
-    """DeepFloyd IF-I-M layout (64 px, ~0.37B; model card: 400M). Widths fitted, see the module docstring."""
+    """DeepFloyd IF-I-M layout (card: 400M), widths fitted to the card. See the module docstring."""
     return _if_stage1(192)
 
 
 def if_stage1_l() -> dict[str, Any]:
-    """DeepFloyd IF-I-L layout (64 px, ~0.94B; model card: 900M). Widths fitted, see the module docstring."""
+    """DeepFloyd IF-I-L layout (card: 900M), widths fitted to the card. See the module docstring."""
     return _if_stage1(320)
 
 
 def if_stage1_xl() -> dict[str, Any]:
-    """DeepFloyd IF-I-XL layout (64 px, ~4.3B; model card: 4.3B). Widths fitted, see the module docstring."""
+    """DeepFloyd IF-I-XL layout (card: 4.3B), widths fitted to the card. See the module docstring."""
     return _if_stage1(704)
 
 
 def if_stage2() -> dict[str, Any]:
-    """DeepFloyd IF stage II layout (64 → 256 px super-resolution, ~1.16B; IF-II-L card: 1.2B). The input is the
+    """DeepFloyd IF stage II layout, 64 → 256 px super-resolution (IF-II-L card: 1.2B), widths fitted to the card.
+
+    The input is the
     noisy image and the upsampled low-resolution image (6 channels); the noise-augmentation level enters as
-    `class_labels` (`class_embed_type="timestep"`). Widths fitted, see the module docstring."""
+    `class_labels` (`class_embed_type="timestep"`). See the module docstring."""
     channels = (160, 320, 640, 960, 1280)
     return dict(
         sample_size=256,
@@ -249,6 +252,6 @@ def describe_presets() -> list[PresetInfo]:
     infos = []
     for name, preset in PRESETS.items():
         config = preset()
-        summary = (preset.__doc__ or "").strip().splitlines()[0]
+        summary = " ".join((preset.__doc__ or "").split()).split(": ")[0].split(". ")[0]
         infos.append(PresetInfo(name, config["sample_size"], count_parameters(config), summary))
     return infos
