@@ -3,6 +3,7 @@ encoders by class_path with marker tokens, the text-embedding cache, and the con
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -261,6 +262,8 @@ def test_cache_is_built_once_and_read_without_the_encoder(tmp_path: Path) -> Non
     assert torch.equal(embeddings, direct[0].flip(0)) and torch.equal(mask, direct[1].flip(0))
     cached_model.encode_text(["a text not in the cache", texts[1]])
     assert calls[0] == 1 and cached_model.text_cache.misses == 1
+    copied = copy.deepcopy(cached_model)  # as Lightning's EMA does: open shard handles must not break it
+    assert torch.equal(copied.encode_text(texts)[0], direct[0])
 
 
 def test_another_encoder_gets_no_stale_hits(tmp_path: Path) -> None:

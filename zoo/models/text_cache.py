@@ -60,6 +60,10 @@ class TextEmbeddingCache:
                 if name.endswith(".emb"):
                     self._index[name[: -len(".emb")]] = shard
 
+    def __getstate__(self) -> dict:
+        # Open file handles do not copy or pickle (Lightning's EMA deep-copies the module); they reopen lazily.
+        return {**self.__dict__, "_handles": {}}
+
     def __len__(self) -> int:
         return len(self._index)
 
