@@ -19,6 +19,8 @@ TRAINER_VERBS = {
 }
 OTHER_VERBS = {
     "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
+    "data": "see a recipe's training instructions (python -m zoo data preview --config recipes/stage2.yaml)",
+    "list": "list installed plugins and their import status (python -m zoo list tasks)",
 }
 
 
@@ -64,5 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.generate import main as generate_main
 
         return generate_main(rest)
+    if verb == "data":
+        from zoo.preview import main as preview_main
+
+        return preview_main(rest)
+    if verb == "list":
+        from zoo.plugins import main as plugins_main
+
+        return plugins_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2
