@@ -11,30 +11,13 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import IMAGE_SIZE, build_tiny_model
+from fake_tasks import Flaky
 from tasks.styled_generation import StyledGeneration
 from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
-from zoo.instruction import Instruction
 from zoo.lit.callbacks import DataCounts
 from zoo.lit.data import BadExampleError, InstructionDataModule, TaskMixture, resolve_ratios
-from zoo.task import BadExample, Task
-
-
-class Flaky(Task):
-    """Every `every`-th row is unreadable (all rows when every == 1); the others are tiny grey instructions."""
-
-    name = "flaky"
-
-    def __init__(self, num_examples: int = 60, every: int = 3) -> None:
-        self.num_examples, self.every = num_examples, every
-
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> Instruction:
-        if index % self.every == 0:
-            raise BadExample(self.name, f"row-{index}", "unreadable image")
-        return Instruction(f"draw row {index}", target=torch.full((3, 8, 8), 0.5), task=self.name)
+from zoo.task import Task
 
 
 def world_tasks() -> list[Task]:

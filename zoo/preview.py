@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -58,9 +59,11 @@ def main(argv: list[str]) -> int:
     from zoo.lit.module import InstructImagen
 
     args, recipe_args = parse(argv[1:])
-    cli = DataOnlyCLI(
-        InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": "omegaconf"}, run=False, args=recipe_args
-    )
+    with warnings.catch_warnings():  # the recipe arguments are a slice of sys.argv, given on purpose
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = DataOnlyCLI(
+            InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": "omegaconf"}, run=False, args=recipe_args
+        )
     mixture = cli.datamodule.train_dataset
     draws = [mixture.draw(index) for index in range(min(args.n, len(mixture)))]
     drawn = Counter(draw.instruction.task for draw in draws)
