@@ -30,9 +30,9 @@ from zoo.plugins import GROUP, TaskPlugin, discover  # noqa: E402
 
 
 def task_plugins() -> dict[str, TaskPlugin]:
-    """This checkout's tasks plus every installed `zoo.tasks` plugin."""
+    """This checkout's tasks (from its pyproject.toml) plus every other package's installed `zoo.tasks` plugin."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]
-    plugins = {plugin.name: plugin for plugin in discover()}
+    plugins = {plugin.name: plugin for plugin in discover() if plugin.distribution != "zoo"}
     plugins.update({name: TaskPlugin(name, value, "zoo") for name, value in project.items()})
     return dict(sorted(plugins.items()))
 

@@ -112,7 +112,9 @@ def fit(tmp_path, max_steps: int, record: Record, ckpt_path: str | None = None) 
     trainer = Trainer(
         default_root_dir=tmp_path, max_steps=max_steps, accelerator="cpu", logger=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[record, DataCounts(), ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)],
+        callbacks=[
+            record, DataCounts(), ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
+        ],
     )
     # Context tasks and no condition dropout: every batch has a context (the model is not what this test is about).
     model = build_tiny_model(drop_text_and_context=0.0, drop_context=0.0)
@@ -153,6 +155,7 @@ def test_bad_rows_are_skipped_counted_and_named_once(recwarn) -> None:
     assert texts(again) == texts(batches)  # the replacement rows are reproducible
 
 
+@pytest.mark.filterwarnings("ignore:data. skipped bad row")
 def test_skips_in_worker_processes_reach_the_main_process() -> None:
     in_process = datamodule([Flaky()], image_size=8).train_dataloader()
     list(in_process)

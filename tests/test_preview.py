@@ -22,7 +22,8 @@ def _argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_preview_of_the_demo_recipe(tmp_path, capsys) -> None:
     out = tmp_path / "sheet" / "preview.png"
-    assert main(["data", "preview", "--config", str(STAGE2), "--n", "5", "--out", str(out), "--data.image_size", "16"]) == 0
+    argv = ["data", "preview", "--config", str(STAGE2), "--n", "5", "--out", str(out), "--data.image_size", "16"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
     assert rows["task"] == ["ratio", "drawn", "skipped"]

@@ -22,9 +22,11 @@ from zoo.task import Task
 
 
 def registered() -> dict[str, TaskPlugin]:
+    """Other packages' plugins, plus this checkout's own tasks read from its pyproject.toml (the installed `zoo`
+    metadata may come from another checkout, so its entry points are not trusted here)."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["entry-points"][GROUP]
-    plugins = {plugin.name: plugin for plugin in discover()}
-    plugins.update({name: TaskPlugin(name, value, "zoo (this checkout)") for name, value in project.items()})
+    plugins = {plugin.name: plugin for plugin in discover() if plugin.distribution != "zoo"}
+    plugins.update({name: TaskPlugin(name, value, "zoo") for name, value in project.items()})
     return dict(sorted(plugins.items()))
 
 

@@ -26,7 +26,12 @@ class TaskPlugin:
 
     name: str
     value: str
-    package: str
+    distribution: str
+    version: str = ""
+
+    @property
+    def package(self) -> str:
+        return f"{self.distribution} {self.version}".strip()
 
     @property
     def class_path(self) -> str:
@@ -62,9 +67,8 @@ def discover(group: str = GROUP) -> list[TaskPlugin]:
     """Registered plugins, sorted by name; nothing is imported."""
     plugins = []
     for point in entry_points(group=group):
-        dist = point.dist
-        package = f"{dist.name} {dist.version}" if dist is not None else "-"
-        plugins.append(TaskPlugin(point.name, point.value, package))
+        name, version = (point.dist.name, point.dist.version) if point.dist is not None else ("-", "")
+        plugins.append(TaskPlugin(point.name, point.value, name, version))
     return sorted(set(plugins), key=lambda plugin: (plugin.name, plugin.package))
 
 
@@ -80,7 +84,9 @@ def check(plugin: TaskPlugin) -> PluginStatus:
 def format_statuses(statuses: list[PluginStatus]) -> str:
     """A plain-text table: name, package, class path, status."""
     rows = [("name", "package", "class_path", "status")]
-    rows += [(s.plugin.name, s.plugin.package, s.plugin.class_path, "ok" if s.ok else f"broken: {s.error}") for s in statuses]
+    for status in statuses:
+        plugin = status.plugin
+        rows.append((plugin.name, plugin.package, plugin.class_path, "ok" if status.ok else f"broken: {status.error}"))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     return "\n".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]) for row in rows)
 

@@ -62,7 +62,11 @@ def main(argv: list[str]) -> int:
     with warnings.catch_warnings():  # the recipe arguments are a slice of sys.argv, given on purpose
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = DataOnlyCLI(
-            InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": "omegaconf"}, run=False, args=recipe_args
+            InstructImagen,
+            InstructionDataModule,
+            parser_kwargs={"parser_mode": "omegaconf"},
+            run=False,
+            args=recipe_args,
         )
     mixture = cli.datamodule.train_dataset
     draws = [mixture.draw(index) for index in range(min(args.n, len(mixture)))]

@@ -143,7 +143,9 @@ class TaskMixture(Dataset):
         for task in self.tasks:
             n_val = max(1, int(len(task) * val_fraction))
             if len(task) - n_val < 1:
-                raise ValueError(f"task {task.name!r} has {len(task)} examples: too few to hold out {n_val} for validation")
+                raise ValueError(
+                    f"task {task.name!r} has {len(task)} examples: too few to hold out {n_val} for validation"
+                )
             self.ranges.append((0, len(task) - n_val) if split == "train" else (len(task) - n_val, len(task)))
 
     def __len__(self) -> int:
