@@ -20,7 +20,8 @@ TRAINER_VERBS = {
 }
 OTHER_VERBS = {
     "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
-    "list": "list models: the UNet presets with resolution and parameter count",
+    "list": "list models|tasks: UNet presets with parameter counts, or task plugins with their import status",
+    "data": "see a recipe's training instructions (python -m zoo data preview --config recipes/stage2.yaml)",
     "cache-text": "embed a recipe's texts once, to disk (python -m zoo cache-text --config recipe.yaml)",
 }
 
@@ -57,7 +58,13 @@ def list_models() -> int:
 
 
 # `python -m zoo list <subject>`: one function per subject.
-LIST_SUBJECTS: dict[str, Callable[[], int]] = {"models": list_models}
+def list_tasks() -> int:
+    from zoo.plugins import main as plugins_main
+
+    return plugins_main(["tasks"])
+
+
+LIST_SUBJECTS: dict[str, Callable[[], int]] = {"models": list_models, "tasks": list_tasks}
 
 
 def list_main(args: list[str]) -> int:
@@ -90,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         return generate_main(rest)
     if verb == "list":
         return list_main(rest)
+    if verb == "data":
+        from zoo.preview import main as preview_main
+
+        return preview_main(rest)
     if verb == "cache-text":
         from zoo.cache_text import main as cache_text_main
 

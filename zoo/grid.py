@@ -1,7 +1,8 @@
-"""Contact sheets: instructions laid out beside the images they produced.
+"""Contact sheets: instructions laid out beside the images they produced (or, for a data preview, without them).
 
-One row per instruction: its context images (each labelled with its prompt), the generated image, the target if
-known, and the payload text underneath. Images are enlarged with nearest-neighbour so small pixels stay visible.
+One row per instruction: its context images (each labelled with its prompt, marker included), the generated image
+when there is one, the target if known, the mask when any instruction has one, and the payload text underneath.
+Images are enlarged with nearest-neighbour so small pixels stay visible.
 """
 
 from __future__ import annotations
@@ -26,21 +27,36 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
 
 
-def instruction_grid(instructions: Sequence[Instruction], generated: torch.Tensor) -> Image.Image:
-    """A contact sheet of `instructions` with their `generated` images (B, 3, H, W) in [-1, 1]."""
-    if len(instructions) != generated.shape[0]:
+def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) in {0, 1} → (3, H, W) in [-1, 1]: white where the mask is set."""
+    return (mask.float() * 2 - 1).expand(3, -1, -1)
+
+
+def instruction_grid(instructions: Sequence[Instruction], generated: torch.Tensor | None = None) -> Image.Image:
+    """A contact sheet of `instructions`, with their `generated` images (B, 3, H, W) in [-1, 1] when given."""
+    if not instructions:
+        raise ValueError("instruction_grid needs at least one instruction")
+    if generated is not None and len(instructions) != generated.shape[0]:
         raise ValueError(f"{len(instructions)} instructions but {generated.shape[0]} generated images")
     font = ImageFont.load_default()
-    columns = max(len(i.context) for i in instructions) + 2  # context..., generated, target
+    tail = ["generated"] if generated is not None else []
+    tail += ["target"]
+    tail += ["mask"] if any(i.mask is not None for i in instructions) else []
+    columns = max(len(i.context) for i in instructions) + len(tail)  # context..., [generated], target, [mask]
     label_h = LINE + 2
     row_h = label_h + CELL + TEXT_LINES * LINE + 2 * PAD
     sheet = Image.new("RGB", (PAD + columns * (CELL + PAD), row_h * len(instructions)), "white")
     draw = ImageDraw.Draw(sheet)
-    for row, (instruction, image) in enumerate(zip(instructions, generated)):
+    for row, instruction in enumerate(instructions):
         top = row * row_h + PAD
+        images = {
+            "generated": None if generated is None else generated[row],
+            "target": instruction.target,
+            "mask": None if instruction.mask is None else mask_to_image(instruction.mask),
+        }
         cells = [(item.prompt, item.image) for item in instruction.context]
-        cells += [(None, None)] * (columns - 2 - len(cells))
-        cells += [("generated", image), ("target", instruction.target)]
+        cells += [(None, None)] * (columns - len(tail) - len(cells))
+        cells += [(name, images[name]) for name in tail]
         for column, (label, cell) in enumerate(cells):
             left = PAD + column * (CELL + PAD)
             if cell is None:

@@ -1,4 +1,6 @@
-"""SampleGrid: renders a fixed set of held-out instructions with fixed seeds during and after training.
+"""Callbacks: `SampleGrid` renders held-out instructions during and after training; `DataCounts` logs the mixture.
+
+SampleGrid renders a fixed set of held-out instructions with fixed seeds during and after training.
 
 The instructions are the first `num_samples` of the data module's validation set, so every render of a run shows
 the same instructions with the same noise: what changes between sheets is the model. Each sheet is written as a
@@ -17,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from zoo.diffusion.sampler import Guidance
 from zoo.grid import instruction_grid
+from zoo.lit.data import MixtureLoader
 
 
 class SampleGrid(Callback):
@@ -71,3 +74,20 @@ class SampleGrid(Callback):
             trainer.logger.experiment.add_image(f"samples/{name}", tensor, trainer.global_step)
         self.last_path = path
         return path
+
+
+class DataCounts(Callback):
+    """Logs what the training mixture has drawn: `data/count/<task>` instructions per task and
+    `data/skipped/<task>` bad rows skipped per task, both counted since the run began (and kept across a resume).
+
+    Works with the `InstructionDataModule` loaders; with any other training loader it does nothing.
+    """
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        loader = trainer.train_dataloader
+        if not isinstance(loader, MixtureLoader):
+            return
+        names = dict.fromkeys(task.name for task in loader.dataset.mixture.tasks)
+        metrics = {f"data/count/{name}": float(loader.drawn[name]) for name in names}
+        metrics |= {f"data/skipped/{name}": float(loader.skipped[name]) for name in names}
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))

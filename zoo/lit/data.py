@@ -4,22 +4,45 @@ Tasks are given in YAML by `class_path` (the data module never imports a task pa
 draws a task by ratio (paper Table 1 gives the stage-2 ratios), then an example of that task; both draws are pure
 functions of (seed, sample index), so an epoch is the same on every run and any position in it can be reproduced.
 The last `val_fraction` of every task's examples is held out for validation and never drawn for training.
+
+Bad rows: a task raises `zoo.task.BadExample` for a row it cannot turn into a valid instruction. The mixture then
+draws another example of the *same* task from the same seeded generator (so the ratios stay honest and the
+replacement is reproducible), counts the skip and names the row in a warning; with `on_bad_example: fail` it stops
+at the first bad row instead. A task whose rows are bad `max_consecutive_bad` times in a row (an unreadable dataset)
+is an error, never an endless loop.
+
+Resuming: the training loader is stateful in the way Lightning (≥ 2.2) supports for mid-epoch resume: it records,
+in the main process, how far into the epoch the batches it handed out reach, plus per-task draw and skip counts;
+Lightning saves `state_dict()` with every checkpoint (`loops.fit_loop.state_dict.combined_loader`) and calls
+`load_state_dict()` on resume, so training continues with exactly the next unseen samples.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import functional as TF
 
-from zoo.instruction import ContextItem, Instruction, collate_instructions
-from zoo.task import Task
+from zoo.instruction import ContextItem, Instruction, InstructionBatch, collate_instructions
+from zoo.task import BadExample, Task
+
+OnBadExample = Literal["skip", "fail"]
+
+
+class BadExampleError(RuntimeError):
+    """A bad row met with `data.on_bad_example: fail`, or a task whose rows keep failing.
+
+    One message argument only, so the error survives being re-raised from a DataLoader worker process.
+    """
 
 
 def resize_instruction(instruction: Instruction, size: int) -> Instruction:
@@ -45,73 +68,224 @@ def resize_instruction(instruction: Instruction, size: int) -> Instruction:
     )
 
 
+def resolve_ratios(tasks: Sequence[Task], ratios: Sequence[float] | Mapping[str, float] | None) -> list[float]:
+    """Sampling weights in the order of `tasks`, from a list (same order), a mapping task name → ratio, or None.
+
+    Raises:
+        ValueError: naming `data.ratios` and what does not fit (length, unknown or missing names, negative values).
+    """
+    names = [task.name for task in tasks]
+    if ratios is None:
+        weights = [1.0] * len(tasks)
+    elif isinstance(ratios, Mapping):
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.ratios: tasks share names ({names}); give the ratios as a list in task order")
+        unknown = sorted(set(ratios) - set(names))
+        missing = [name for name in names if name not in ratios]
+        if unknown or missing:
+            raise ValueError(f"data.ratios: unknown task names {unknown}, missing {missing}; the tasks are {names}")
+        weights = [float(ratios[name]) for name in names]
+    else:
+        weights = [float(r) for r in ratios]
+        if len(weights) != len(tasks):
+            raise ValueError(f"data.ratios has {len(weights)} entries but data.tasks has {len(tasks)} ({names})")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"data.ratios must be ≥ 0 with a positive sum, got {weights}")
+    return [w / sum(weights) for w in weights]
+
+
+@dataclass
+class Draw:
+    """One mixture sample: its index, the instruction, and the bad rows skipped on the way (task, row id, reason)."""
+
+    index: int
+    instruction: Instruction
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+
 class TaskMixture(Dataset):
-    """A fixed-length, seeded mixture of tasks.
+    """A fixed-length, seeded mixture of tasks; `mixture[i]` is an `Instruction`, `mixture.draw(i)` a `Draw`.
 
     Args:
         tasks: the task datasets.
-        ratios: sampling weight per task (normalised); None means equal.
+        ratios: sampling weight per task: a list in task order, a mapping task name → weight, or None (equal).
         length: samples per epoch.
         split: "train" draws from the first (1 - val_fraction) of each task, "val" from the rest.
+        val_fraction: share of each task's examples held out for validation.
         image_size: every image is resized to this.
+        seed: seed of the draws.
+        on_bad_example: "skip" draws another example of the same task; "fail" raises `BadExampleError`.
+        max_consecutive_bad: bad rows in a row (within one sample) after which the task is declared unreadable.
     """
 
     def __init__(
         self,
         tasks: Sequence[Task],
-        ratios: Sequence[float] | None,
+        ratios: Sequence[float] | Mapping[str, float] | None,
         length: int,
-        split: str,
+        split: Literal["train", "val"],
         val_fraction: float,
         image_size: int,
         seed: int,
+        on_bad_example: OnBadExample = "skip",
+        max_consecutive_bad: int = 100,
     ) -> None:
         if not tasks:
             raise ValueError("data.tasks is empty: give at least one task (a class_path under data.tasks)")
-        ratios = list(ratios) if ratios is not None else [1.0] * len(tasks)
-        if len(ratios) != len(tasks):
-            raise ValueError(f"data.ratios has {len(ratios)} entries but data.tasks has {len(tasks)}")
-        if any(r < 0 for r in ratios) or sum(ratios) <= 0:
-            raise ValueError(f"data.ratios must be ≥ 0 with a positive sum, got {ratios}")
+        if on_bad_example not in ("skip", "fail"):
+            raise ValueError(f"data.on_bad_example must be 'skip' or 'fail', got {on_bad_example!r}")
+        if max_consecutive_bad < 1:
+            raise ValueError(f"data.max_consecutive_bad must be at least 1, got {max_consecutive_bad}")
         self.tasks, self.length, self.split, self.image_size, self.seed = list(tasks), length, split, image_size, seed
-        self.weights = [r / sum(ratios) for r in ratios]
+        self.on_bad_example, self.max_consecutive_bad = on_bad_example, max_consecutive_bad
+        self.weights = resolve_ratios(self.tasks, ratios)
         self.ranges = []
         for task in self.tasks:
             n_val = max(1, int(len(task) * val_fraction))
             if len(task) - n_val < 1:
-                raise ValueError(f"task {task.name!r} has {len(task)} examples: too few to hold out {n_val} for validation")
+                raise ValueError(
+                    f"task {task.name!r} has {len(task)} examples: too few to hold out {n_val} for validation"
+                )
             self.ranges.append((0, len(task) - n_val) if split == "train" else (len(task) - n_val, len(task)))
 
     def __len__(self) -> int:
         return self.length
 
+    def _generator(self, index: int) -> random.Random:
+        return random.Random(f"{self.seed}:{self.split}:{index}")
+
     def locate(self, index: int) -> tuple[int, int]:
-        """(task number, example index) of mixture sample `index`."""
-        rng = random.Random(f"{self.seed}:{self.split}:{index}")
+        """(task number, example index) of the first candidate of mixture sample `index`."""
+        rng = self._generator(index)
         task = rng.choices(range(len(self.tasks)), weights=self.weights)[0]
         low, high = self.ranges[task]
         return task, rng.randrange(low, high)
 
+    def draw(self, index: int) -> Draw:
+        """Mixture sample `index`, skipping bad rows of its task (see the module docstring)."""
+        rng = self._generator(index)
+        number = rng.choices(range(len(self.tasks)), weights=self.weights)[0]
+        task, (low, high) = self.tasks[number], self.ranges[number]
+        skipped: list[tuple[str, str, str]] = []
+        while len(skipped) < self.max_consecutive_bad:
+            example = rng.randrange(low, high)
+            try:
+                instruction = task[example]
+            except BadExample as bad:
+                if self.on_bad_example == "fail":
+                    raise BadExampleError(
+                        f"bad example in task {bad.task!r}, row {bad.row_id!r} (example {example}): {bad.reason}. "
+                        "Fix or remove the row, or set data.on_bad_example: skip"
+                    ) from bad
+                skipped.append((str(bad.task), str(bad.row_id), str(bad.reason)))
+                continue
+            return Draw(index, resize_instruction(instruction, self.image_size), skipped)
+        raise BadExampleError(
+            f"task {task.name!r}: {len(skipped)} bad rows in a row (last: row {skipped[-1][1]}: {skipped[-1][2]}); "
+            "is its dataset readable? Check the task's source, or raise data.max_consecutive_bad"
+        )
+
     def __getitem__(self, index: int) -> Instruction:
-        task, example = self.locate(index)
-        return resize_instruction(self.tasks[task][example], self.image_size)
+        return self.draw(index).instruction
+
+
+class MixtureDraws(Dataset):
+    """The view of a mixture the loaders iterate: `Draw`s, so skips travel with the batch out of worker processes."""
+
+    def __init__(self, mixture: TaskMixture) -> None:
+        self.mixture = mixture
+
+    def __len__(self) -> int:
+        return len(self.mixture)
+
+    def __getitem__(self, index: int) -> Draw:
+        return self.mixture.draw(index)
+
+
+@dataclass
+class MixtureBatch:
+    """A collated batch plus what the main process books: the mixture indices and the bad rows skipped."""
+
+    batch: InstructionBatch
+    indices: list[int]
+    skipped: list[tuple[str, str, str]]
+
+
+def collate_draws(draws: Sequence[Draw], image_size: int) -> MixtureBatch:
+    return MixtureBatch(
+        collate_instructions([draw.instruction for draw in draws], image_size=(image_size, image_size)),
+        [draw.index for draw in draws],
+        [skip for draw in draws for skip in draw.skipped],
+    )
 
 
 class EpochSampler(Sampler[int]):
-    """Yields mixture indices epoch * length ... (epoch + 1) * length - 1, so each epoch draws fresh samples while
-    every position stays reproducible. Lightning calls `set_epoch` at the start of each epoch."""
+    """Yields mixture indices epoch * length + position ... (epoch + 1) * length - 1, so each epoch draws fresh
+    samples while every position stays reproducible. Lightning calls `set_epoch` at the start of each epoch;
+    `position` (samples of this epoch already consumed) is set by `MixtureLoader` and survives a same-epoch
+    `set_epoch` call, which is what a mid-epoch resume makes."""
 
     def __init__(self, length: int) -> None:
-        self.length, self.epoch = length, 0
+        self.length, self.epoch, self.position = length, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.position = epoch, 0
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
+        return iter(range(self.epoch * self.length + self.position, (self.epoch + 1) * self.length))
+
+
+class MixtureLoader(DataLoader):
+    """A DataLoader over `MixtureDraws` that yields plain `InstructionBatch`es and keeps the books in the main
+    process: the epoch position reached, instructions drawn per task, and bad rows skipped per task (each bad row
+    named once in a rank-zero warning). `state_dict`/`load_state_dict` make it resumable mid-epoch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.drawn: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self._warned: set[tuple[str, str]] = set()
+
+    def __iter__(self) -> Iterator[InstructionBatch]:
+        sampler = self.sampler
+        for item in super().__iter__():
+            self._book(item)
+            if isinstance(sampler, EpochSampler):
+                sampler.position = max(item.indices) + 1 - sampler.epoch * sampler.length
+            yield item.batch
+        if isinstance(sampler, EpochSampler):  # a completed pass moves on, also when no trainer calls set_epoch
+            sampler.set_epoch(sampler.epoch + 1)
+
+    def _book(self, item: MixtureBatch) -> None:
+        self.drawn.update(item.batch.tasks)
+        for task, row_id, reason in item.skipped:
+            self.skipped[task] += 1
+            if (task, row_id) not in self._warned:
+                self._warned.add((task, row_id))
+                rank_zero_warn(f"data: skipped bad row {row_id!r} of task {task!r}: {reason}")
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler
+        position = {"epoch": sampler.epoch, "position": sampler.position} if isinstance(sampler, EpochSampler) else {}
+        return {**position, "length": len(self.dataset), "drawn": dict(self.drawn), "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.drawn, self.skipped = Counter(state_dict.get("drawn", {})), Counter(state_dict.get("skipped", {}))
+        sampler = self.sampler
+        if not isinstance(sampler, EpochSampler) or "epoch" not in state_dict:
+            return
+        if state_dict.get("length") != sampler.length:
+            rank_zero_warn(
+                f"data: the checkpoint's epochs had {state_dict.get('length')} samples, this run's have "
+                f"{sampler.length} (data.samples_per_epoch changed); the current epoch starts over"
+            )
+            sampler.epoch, sampler.position = state_dict["epoch"], 0
+            return
+        sampler.epoch, sampler.position = state_dict["epoch"], state_dict["position"]
 
 
 class InstructionDataModule(LightningDataModule):
@@ -119,7 +293,8 @@ class InstructionDataModule(LightningDataModule):
 
     Args:
         tasks: task plugins (each a `zoo.task.Task`, named in YAML by class_path).
-        ratios: sampling ratio per task, in the order of `tasks`; None means equal.
+        ratios: sampling ratio per task: a list in the order of `tasks`, or a mapping task name → ratio
+            (`{text_to_image: 0.4, ...}`); None means equal. Ratios are normalised.
         image_size: resolution every image is resized to.
         batch_size: instructions per batch.
         samples_per_epoch: training samples drawn per epoch.
@@ -127,12 +302,15 @@ class InstructionDataModule(LightningDataModule):
         val_fraction: share of each task's examples held out for validation.
         num_workers: DataLoader worker processes.
         seed: seed of the mixture draws (the tasks have their own seeds).
+        on_bad_example: a row a task cannot read (`BadExample`) is skipped, counted and warned about ("skip"), or
+            stops the run with an error naming the task and row ("fail").
+        max_consecutive_bad: this many bad rows in a row from one task is an error (an unreadable dataset).
     """
 
     def __init__(
         self,
         tasks: list[Task],
-        ratios: list[float] | None = None,
+        ratios: list[float] | dict[str, float] | None = None,
         image_size: int = 32,
         batch_size: int = 16,
         samples_per_epoch: int = 2000,
@@ -140,6 +318,8 @@ class InstructionDataModule(LightningDataModule):
         val_fraction: float = 0.05,
         num_workers: int = 0,
         seed: int = 0,
+        on_bad_example: OnBadExample = "skip",
+        max_consecutive_bad: int = 100,
     ) -> None:
         super().__init__()
         for index, task in enumerate(tasks):
@@ -147,30 +327,34 @@ class InstructionDataModule(LightningDataModule):
                 raise TypeError(f"data.tasks[{index}] must be a zoo.task.Task, got {type(task).__name__}")
         self.tasks, self.ratios = tasks, ratios
         self.image_size, self.batch_size, self.num_workers, self.seed = image_size, batch_size, num_workers, seed
-        self.train_dataset = TaskMixture(tasks, ratios, samples_per_epoch, "train", val_fraction, image_size, seed)
-        self.val_dataset = TaskMixture(tasks, ratios, val_samples, "val", val_fraction, image_size, seed)
+        common = dict(
+            val_fraction=val_fraction, image_size=image_size, seed=seed,
+            on_bad_example=on_bad_example, max_consecutive_bad=max_consecutive_bad,
+        )
+        self.train_dataset = TaskMixture(tasks, ratios, samples_per_epoch, "train", **common)
+        self.val_dataset = TaskMixture(tasks, ratios, val_samples, "val", **common)
 
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
+    def _loader(self, dataset: TaskMixture, sampler: Sampler | None = None) -> MixtureLoader:
+        return MixtureLoader(
+            MixtureDraws(dataset),
             batch_size=self.batch_size,
             sampler=sampler,  # None keeps order: the mixture is already a seeded random draw
             num_workers=self.num_workers,
-            collate_fn=partial(collate_instructions, image_size=(self.image_size, self.image_size)),
+            collate_fn=partial(collate_draws, image_size=self.image_size),
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> MixtureLoader:
         return self._loader(self.train_dataset, EpochSampler(len(self.train_dataset)))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> MixtureLoader:
         return self._loader(self.val_dataset)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> MixtureLoader:
         return self._loader(self.val_dataset)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> MixtureLoader:
         return self._loader(self.val_dataset)
 
-    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+    def transfer_batch_to_device(self, batch: InstructionBatch, device: torch.device, dataloader_idx: int):
         return batch.to(device)
