@@ -188,3 +188,12 @@ def test_bad_settings_are_value_errors() -> None:
         datamodule(on_bad_example="ignore")
     with pytest.raises(ValueError, match="max_consecutive_bad must be at least 1"):
         datamodule(max_consecutive_bad=0)
+
+
+def test_held_out_tasks_never_enter_training():
+    from tasks.text_to_image import TextToImage
+    from tasks.zeroshot import ZeroShot
+    from zoo.lit.data import InstructionDataModule
+
+    with pytest.raises(ValueError, match="held-out"):
+        InstructionDataModule([TextToImage(num_examples=20), ZeroShot(num_examples=20)])

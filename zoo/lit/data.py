@@ -138,6 +138,11 @@ class TaskMixture(Dataset):
             raise ValueError(f"data.max_consecutive_bad must be at least 1, got {max_consecutive_bad}")
         self.tasks, self.length, self.split, self.image_size, self.seed = list(tasks), length, split, image_size, seed
         self.on_bad_example, self.max_consecutive_bad = on_bad_example, max_consecutive_bad
+        held_out = [task.name for task in self.tasks if getattr(task, "held_out", False)]
+        if held_out and split == "train":
+            raise ValueError(
+                f"data.tasks: {held_out} are held-out evaluation sets (zero-shot compositions) and never enter training"
+            )
         self.weights = resolve_ratios(self.tasks, ratios)
         self.ranges = []
         for task in self.tasks:
