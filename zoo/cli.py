@@ -19,6 +19,8 @@ TRAINER_VERBS = {
 }
 OTHER_VERBS = {
     "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
+    "evaluate": "checkpoints × an eval suite → Table-4-style report (python -m zoo evaluate --help)",
+    "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
 }
 
 
@@ -64,5 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.generate import main as generate_main
 
         return generate_main(rest)
+    if verb == "evaluate":
+        from zoo.eval.evaluate import main as evaluate_main
+
+        return evaluate_main(rest)
+    if verb == "rate":
+        from zoo.eval.rating import main as rate_main
+
+        return rate_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2
