@@ -78,17 +78,19 @@ def generate_sets(model, suite: Suite, steps: int | None, guidance: float | None
 
 def score_sets(suite: Suite, images: dict[str, torch.Tensor], extractors: list[FeatureExtractor]) -> list[dict]:
     """Per-set SC/PQ/O, accuracy, standard metrics and per-example scores."""
-    all_targets = [i.target for s in suite.sets for i in s.instructions if i.target is not None]
+    # PQ is calibrated once on every real image of the suite (genuineness does not depend on the task); example i of
+    # a set excludes its own target, found by its position in that pool.
+    pool, own_index = [], {}
+    for eval_set in suite.sets:
+        for index, instruction in enumerate(eval_set.instructions):
+            if instruction.target is not None:
+                own_index[(eval_set.name, index)] = len(pool)
+                pool.append(instruction.target)
+    pq_model = RealismPQ(extractors[0], torch.stack(pool)) if len(pool) >= 2 else None
     rows = []
     for eval_set in suite.sets:
         instructions, generated = list(eval_set.instructions), images[eval_set.name]
-        own_targets = [i.target for i in instructions if i.target is not None]
-        if len(own_targets) >= 2:  # calibrate PQ on this set's real images; index i is example i's own target
-            pq_model = RealismPQ(extractors[0], torch.stack(own_targets))
-            own = list(range(len(instructions))) if len(own_targets) == len(instructions) else [None] * len(instructions)
-        else:
-            pq_model = RealismPQ(extractors[0], torch.stack(all_targets)) if len(all_targets) >= 2 else None
-            own = [None] * len(instructions)
+        own = [own_index.get((eval_set.name, index)) for index in range(len(instructions))]
         pq = pq_model(generated, own) if pq_model else [float("nan")] * len(instructions)
         examples = []
         for index, (instruction, image, quality) in enumerate(zip(instructions, generated, pq)):

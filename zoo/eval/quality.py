@@ -1,7 +1,7 @@
 """The perceptual-quality proxy (PQ) used where no human rates the images.
 
 ImagenHub's PQ asks "does it look genuine, without artefacts?". On a built-in world the genuine images are known: the
-renders. So PQ_i measures how close generation i comes to the set's real images, calibrated between two anchors:
+renders. So PQ_i measures how close generation i comes to the suite's real images (the targets of every set), calibrated between two anchors:
 
     s_i   = max over real images r (other than i's own target) of cos(f(generated_i), f(r))
     s_real  = median over real images of the same nearest-neighbour similarity to the other real images
@@ -22,7 +22,8 @@ from zoo.eval.features import FeatureExtractor
 NOISE_SEED = 1234
 METHOD = (
     "no-reference realism proxy, not a human score: PQ_i = clip((s_i - s_noise) / (s_real - s_noise), 0, 1), where "
-    "s_i is the highest cosine similarity of generation i to the set's real images other than its own target, "
+    "s_i is the highest cosine similarity of generation i to the suite's real images (every set's targets) other than "
+    "its own target, "
     "s_real the median of that nearest-neighbour similarity among the real images, and s_noise the same for "
     "uniform-noise images (seed 1234); 1 = as close to a genuine image as genuine images are to each other, "
     "0 = no closer than noise; continuous, not quantised to {0, 0.5, 1}"

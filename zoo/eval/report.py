@@ -107,11 +107,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finite(value):
+    """NaN (an undefined number) becomes JSON null, so report.json is standard JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_report(results: dict, out: str | Path) -> tuple[Path, Path]:
     """Writes report.json and report.md into `out`; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "report.json", out / "report.md"
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=False, allow_nan=True) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(_finite(results), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(markdown(results), encoding="utf-8")
     return json_path, md_path
