@@ -235,3 +235,26 @@ def test_overall_follows_table_4() -> None:
 
 def test_handcrafted_is_the_fallback_for_auto() -> None:
     assert isinstance(load_features("auto"), (HandcraftedFeatures, FeatureExtractor))
+
+
+def test_clip_loads_from_a_local_folder_and_names_its_metrics_clip(tmp_path) -> None:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    words = ["a", "red", "circle", "blue", "square"]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{f"{w}</w>": i + 2 for i, w in enumerate(words)}}
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    tiny = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**tiny, "vocab_size": len(vocab), "max_position_embeddings": 16},
+        vision_config={**tiny, "image_size": 32, "patch_size": 8}, projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(tmp_path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+
+    features = load_features(str(tmp_path))
+    assert (features.image_metric, features.text_metric) == ("CLIP-I", "CLIP-T")
+    images = torch.stack([square_image(4), square_image(9)])
+    assert features.encode_image(images).shape == (2, 8)
+    scores = features.score(images, ["a red circle [ref#1]", "a blue square"])
+    assert scores.shape == (2,) and bool((scores.abs() <= 1 + 1e-6).all())

@@ -46,7 +46,7 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
     """`[label=]path` → {label: checkpoint}; the default label is the run folder (or file) name."""
     checkpoints: dict[str, Path] = {}
     for spec in specs:
-        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        label, _, path = ("", "", spec) if Path(spec).exists() or "=" not in spec else spec.partition("=")
         file = find_checkpoint(path)
         label = label or (file.parent.parent.name if file.parent.name == "checkpoints" else file.stem)
         if label in checkpoints:
@@ -61,7 +61,9 @@ def load_model(path: Path):
     return InstructImagen.load_from_checkpoint(str(path), map_location="cpu").eval()
 
 
-def generate_sets(model, suite: Suite, steps: int | None, guidance: float | None, seed: int, batch_size: int) -> dict[str, torch.Tensor]:
+def generate_sets(
+    model, suite: Suite, steps: int | None, guidance: float | None, seed: int, batch_size: int
+) -> dict[str, torch.Tensor]:
     """Generations (N, 3, H, W) in [-1, 1] for every set; batch b of set s uses seed + 1000·s + b."""
     from zoo.diffusion.sampler import Guidance
 
@@ -71,7 +73,9 @@ def generate_sets(model, suite: Suite, steps: int | None, guidance: float | None
         chunks = []
         for b, start in enumerate(range(0, len(instructions), batch_size)):
             chunk = instructions[start:start + batch_size]
-            chunks.append(model.generate(chunk, num_inference_steps=steps, guidance=Guidance(scale=guidance) if guidance is not None else None, seed=seed + 1000 * s + b).cpu())
+            scale = None if guidance is None else Guidance(scale=guidance)
+            images_b = model.generate(chunk, num_inference_steps=steps, guidance=scale, seed=seed + 1000 * s + b)
+            chunks.append(images_b.cpu())
         images[eval_set.name] = torch.cat(chunks)
     return images
 
@@ -129,7 +133,10 @@ def evaluate(
             image_size = model.hparams.image_size
             suite = resolve_suite(suite_spec, n=n, image_size=image_size, seed=seed)
         elif model.hparams.image_size != image_size:
-            raise ValueError(f"--ckpt {label}: image size {model.hparams.image_size} differs from {image_size}; compare like with like")
+            raise ValueError(
+                f"--ckpt {label}: image size {model.hparams.image_size} differs from {image_size}; "
+                "compare like with like"
+            )
         torch.manual_seed(seed)  # anything a model draws outside its own generator starts from the same state
         images = generate_sets(model, suite, steps, guidance, seed, batch_size)
         sets = score_sets(suite, images, extractors)
@@ -143,7 +150,12 @@ def evaluate(
     results = {
         "suite": suite_spec,
         "source": "automatic",
-        "settings": {"n per set": n, "sampling steps": steps or "model default", "guidance": guidance or "model default", "seed": seed},
+        "settings": {
+            "n per set": n,
+            "sampling steps": "model default" if steps is None else steps,
+            "guidance": "model default" if guidance is None else guidance,
+            "seed": seed,
+        },
         "sc_method": SC_METHOD,
         "pq_method": f"{PQ_METHOD}. Features: {extractors[0].name}.",
         "features": [e.describe() for e in extractors],
@@ -176,7 +188,8 @@ def main(argv: list[str]) -> int:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
         checkpoints = parse_checkpoints(args.ckpt)
-        evaluate(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed, args.features, args.batch_size)
+        evaluate(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed, args.features,
+                 args.batch_size)
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

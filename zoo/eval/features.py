@@ -58,7 +58,9 @@ class FeatureExtractor(ABC):
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """B texts → (B, D) unit vectors in the image space; only for extractors with a text side."""
-        raise NotImplementedError(f"{self.name} has no text encoder; image-text metrics need CLIP weights (--features PATH)")
+        raise NotImplementedError(
+            f"{self.name} has no text encoder; image-text metrics need CLIP weights (--features PATH)"
+        )
 
     def score(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """Cosine similarity of each image with its text, (B,)."""
@@ -129,6 +131,11 @@ def _to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in array]
 
 
+def _projected(output) -> torch.Tensor:
+    """transformers 5 returns the projected CLIP features as `pooler_output` of a model output; 4.x a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
 def _describe_processor(processor) -> str:
     config = processor.to_dict()
     keys = ("image_processor_type", "size", "crop_size", "resample", "do_center_crop", "image_mean", "image_std")
@@ -152,12 +159,13 @@ class CLIPFeatures(FeatureExtractor):
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         pixels = self.processor(images=_to_pil(images), return_tensors="pt")["pixel_values"]
-        return F.normalize(self.model.get_image_features(pixel_values=pixels), dim=-1)
+        return F.normalize(_projected(self.model.get_image_features(pixel_values=pixels)), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer([MARKER_RE.sub("", t) for t in texts], padding=True, truncation=True, return_tensors="pt")
-        return F.normalize(self.model.get_text_features(**tokens), dim=-1)
+        texts = [MARKER_RE.sub("", t) for t in texts]  # "[ref#N]" means nothing to CLIP
+        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        return F.normalize(_projected(self.model.get_text_features(**tokens)), dim=-1)
 
 
 class DINOFeatures(FeatureExtractor):
@@ -201,4 +209,6 @@ def load_features(spec: str) -> FeatureExtractor:
         return CLIPFeatures(spec)
     if model_type in ("dinov2", "dinov2_with_registers", "vit", "dinov3_vit"):
         return DINOFeatures(spec)
-    raise ValueError(f"features {spec!r}: model_type {model_type!r} is neither CLIP ('clip') nor DINO ('dinov2', 'vit')")
+    raise ValueError(
+        f"features {spec!r}: model_type {model_type!r} is neither CLIP ('clip') nor DINO ('dinov2', 'vit')"
+    )

@@ -34,7 +34,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return max(distance.item(), 0.0)
 
 
-def kernel_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 10, subset_size: int = 1000, seed: int = 0) -> float:
+def kernel_distance(
+    a: torch.Tensor, b: torch.Tensor, subsets: int = 10, subset_size: int = 1000, seed: int = 0
+) -> float:
     """Unbiased MMD² with KID's cubic polynomial kernel k(x, y) = (x·y / D + 1)³, averaged over random subsets.
 
     Each subset holds min(subset_size, N, M) samples of each set, drawn with a fixed seed.

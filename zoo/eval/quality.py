@@ -1,7 +1,8 @@
 """The perceptual-quality proxy (PQ) used where no human rates the images.
 
 ImagenHub's PQ asks "does it look genuine, without artefacts?". On a built-in world the genuine images are known: the
-renders. So PQ_i measures how close generation i comes to the suite's real images (the targets of every set), calibrated between two anchors:
+renders. So PQ_i measures how close generation i comes to the suite's real images (the targets of every set),
+calibrated between two anchors:
 
     s_i   = max over real images r (other than i's own target) of cos(f(generated_i), f(r))
     s_real  = median over real images of the same nearest-neighbour similarity to the other real images

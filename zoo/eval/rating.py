@@ -126,7 +126,9 @@ def import_ratings(sheets: list[str | Path], out: str | Path) -> dict:
     keys = list(per_rater[0])
     for sheet, ratings in zip(sheets[1:], per_rater[1:]):
         if set(ratings) != set(keys):
-            raise ValueError(f"rating sheet {sheet} rates other examples than {sheets[0]}; every rater fills the same sheet")
+            raise ValueError(
+                f"rating sheet {sheet} rates other examples than {sheets[0]}; every rater fills the same sheet"
+            )
     grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for key in keys:
         model, task, example = key
@@ -143,7 +145,8 @@ def import_ratings(sheets: list[str | Path], out: str | Path) -> dict:
             sets.append({
                 "name": task, "split": examples[0]["split"], "family": None, "n": len(examples),
                 **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
-                "metrics": {}, "notes": [], "examples": [{k: e[k] for k in ("id", "text", "SC", "PQ")} for e in examples],
+                "metrics": {}, "notes": [],
+                "examples": [{k: e[k] for k in ("id", "text", "SC", "PQ")} for e in examples],
             })
         models.append({"label": model, "checkpoint": "(rated images)", "sets": sets, "averages": split_averages(sets)})
     results = {
@@ -183,7 +186,8 @@ def main(argv: list[str]) -> int:
         if args.action == "export":
             from zoo.eval.evaluate import parse_checkpoints
 
-            sheet = export(parse_checkpoints(args.ckpt), args.suite, args.out, args.n, args.steps, args.guidance, args.seed)
+            checkpoints = parse_checkpoints(args.ckpt)
+            sheet = export(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed)
             print(f"Rating sheet written to {sheet}; raters fill SC and PQ in copies of it (see GUIDELINES.md)")
         else:
             import_ratings(args.sheets, args.out)

@@ -53,6 +53,13 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
 
 
+def _fmt_metric(value: float) -> str:
+    """Small metrics (KD, L2) keep their digits in scientific notation instead of printing as 0.00."""
+    if isinstance(value, float) and not math.isnan(value) and 0 < abs(value) < 0.01:
+        return f"{value:.2e}"
+    return _fmt(value)
+
+
 def _split_table(results: dict, split: str) -> list[str]:
     models = results["models"]
     names = list(dict.fromkeys(s["name"] for m in models for s in m["sets"] if s["split"] == split))
@@ -85,7 +92,8 @@ def markdown(results: dict) -> str:
         table = _split_table(results, split)
         if table:
             lines += ["", f"## {split.capitalize()} (Table 4 layout)", "", *table]
-    lines += ["", "## Accuracy (share of examples with SC = 1)", "", "| set | " + " | ".join(m["label"] for m in results["models"]) + " |"]
+    labels = [m["label"] for m in results["models"]]
+    lines += ["", "## Accuracy (share of examples with SC = 1)", "", "| set | " + " | ".join(labels) + " |"]
     lines.append("|" + "---|" * (1 + len(results["models"])))
     for name in dict.fromkeys(s["name"] for m in results["models"] for s in m["sets"]):
         cells = [next((_fmt(s["accuracy"]) for s in m["sets"] if s["name"] == name), "–") for m in results["models"]]
@@ -94,7 +102,7 @@ def markdown(results: dict) -> str:
     if metric_rows:
         lines += ["", "## Standard metrics", ""]
         for model, row in metric_rows:
-            values = ", ".join(f"{k} {_fmt(v) if abs(v) >= 0.01 or v == 0 else f'{v:.2e}'}" for k, v in row["metrics"].items())
+            values = ", ".join(f"{k} {_fmt_metric(v)}" for k, v in row["metrics"].items())
             lines.append(f"- **{model['label']} / {row['name']}** ({row['family']}): {values}")
             lines += [f"  - note: {note}" for note in row.get("notes", [])]
     lines += ["", "## How the numbers are measured", ""]
