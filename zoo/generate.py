@@ -63,7 +63,10 @@ def main(argv: list[str]) -> int:
     try:
         if not Path(args.ckpt).is_file():
             raise ValueError(f"--ckpt {args.ckpt}: no such file")
-        model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
+        try:
+            model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
+        except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
+            raise ValueError(f"--ckpt {args.ckpt}: not a readable zoo checkpoint ({error})") from error
         instruction = build_instruction(args.text, args.ref, args.ref_text, model.hparams.image_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -171,7 +171,7 @@ class InstructImagen(LightningModule):
         generator = torch.Generator().manual_seed(seed)
         size = self.hparams.image_size
         noise = torch.randn(b, self.model.config.in_channels, size, size, generator=generator).to(self.device)
-        steps = num_inference_steps or self.hparams.sample_steps
+        steps = self.hparams.sample_steps if num_inference_steps is None else num_inference_steps
         return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
 
     # ---------------------------------------------------------------------------------------------- checkpoints
