@@ -1,10 +1,8 @@
 """A small evaluation suite for the tests, built from the task plugins on main, with a hand-written scorer that
 compares against a fresh render of the ground truth.
 
-It stands in for the task side's built-in suite (`tasks.suites:builtin`): two in-domain sets and one "zero-shot" set
-(styles a real suite would hold out of training). Every set has context images: on main, a batch of context-free
-instructions (text-to-image alone) fails inside ContextCrossAttention (a view of 0 context tokens), so the
-text-to-image family is tested on hand-made tensors in test_eval_metrics.py instead.
+It stands in for the task side's built-in suite (`tasks.suites:builtin`): three in-domain sets and one "zero-shot"
+set (a style a real suite would hold out of training).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import torch
 
 from tasks.styled_generation import StyledGeneration
 from tasks.subject_driven import SubjectDriven
+from tasks.text_to_image import TextToImage
 from tasks.world import Scene, SceneObject, render
 from zoo.eval.suite import EvalSet, Suite
 from zoo.instruction import to_image_tensor
@@ -35,6 +34,7 @@ def suite(n: int, image_size: int, seed: int = 0) -> Suite:
     return Suite(
         name="test",
         sets=[
+            EvalSet("text_to_image", "in-domain", TextToImage(n, seed, image_size), family="text_to_image"),
             EvalSet("subject_driven", "in-domain", SubjectDriven(n, seed, image_size), family="subject"),
             EvalSet("styled_generation", "in-domain", StyledGeneration(n, seed, image_size, styles=["flat", "sepia"])),
             EvalSet("neon_style", "zero-shot", StyledGeneration(n, seed, image_size, styles=["neon"]), family="subject"),

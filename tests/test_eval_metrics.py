@@ -220,7 +220,7 @@ def test_suite_resolution_errors_are_clear() -> None:
 
 def test_suite_resolution_cuts_sets_to_n() -> None:
     suite = resolve_suite("eval_suite_fixture:suite", n=2, image_size=16)
-    assert [len(s.instructions) for s in suite.sets] == [2, 2, 2]
+    assert [len(s.instructions) for s in suite.sets] == [2, 2, 2, 2]
     assert {s.split for s in suite.sets} == {"in-domain", "zero-shot"}
 
 

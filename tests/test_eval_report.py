@@ -53,7 +53,7 @@ def test_evaluate_writes_a_reproducible_table_4_report(checkpoint, tmp_path, cap
         assert all(e["SC"] in (0.0, 0.5, 1.0) and 0 <= e["PQ"] <= 1 for e in row["examples"])
         assert (first / "sheets" / "mine" / f"{row['name']}.png").is_file()
     markdown = (first / "report.md").read_text()
-    for text in ("## In-domain", "## Zero-shot", "| subject_driven |", "mine O", "**Average**", "I-sim[stand-in", "PQ"):
+    for text in ("## In-domain", "## Zero-shot", "| subject_driven |", "mine O", "**Average**", "I-sim[stand-in", "FD["):
         assert text in markdown
     assert "CLIP-I" not in markdown and "FID" not in markdown  # stand-ins never carry the real metric's name
 
@@ -106,7 +106,7 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     assert "Rating sheet written to" in capsys.readouterr().out
     with open(export / "sheet.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 2 and all(r["SC"] == "" and r["PQ"] == "" for r in rows)
+    assert len(rows) == 4 * 2 and all(r["SC"] == "" and r["PQ"] == "" for r in rows)
     assert all((export / r["image"]).is_file() for r in rows)
     assert (export / "GUIDELINES.md").is_file()
 
@@ -115,7 +115,7 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["source"] == "human ratings (2 raters)"
     (model,) = report["models"]
-    assert [row["name"] for row in model["sets"]] == ["subject_driven", "styled_generation", "neon_style"]
+    assert [row["name"] for row in model["sets"]] == ["text_to_image", "subject_driven", "styled_generation", "neon_style"]
     for row in model["sets"]:
         assert row["SC"] == 0.5 and row["PQ"] == 0.5 and row["O"] == pytest.approx(0.5) and row["accuracy"] == 0
     assert "## Zero-shot" in (tmp_path / "report" / "report.md").read_text()
