@@ -26,7 +26,7 @@ def checkpoint(tmp_path_factory) -> str:
     from tasks.styled_generation import StyledGeneration
 
     model = build_tiny_model()
-    loader = DataLoader(StyledGeneration(4, 0, IMAGE_SIZE), batch_size=4, collate_fn=collate_instructions)
+    loader = DataLoader(StyledGeneration(num_examples=4, image_size=IMAGE_SIZE), batch_size=4, collate_fn=collate_instructions)
     trainer = Trainer(
         max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu",
@@ -115,7 +115,7 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["source"] == "human ratings (2 raters)"
     (model,) = report["models"]
-    assert [row["name"] for row in model["sets"]] == ["text_to_image", "subject_driven", "styled_generation", "neon_style"]
+    assert [row["name"] for row in model["sets"]] == ["text_to_image", "subject_driven", "edge_to_image", "style+subject"]
     for row in model["sets"]:
         assert row["SC"] == 0.5 and row["PQ"] == 0.5 and row["O"] == pytest.approx(0.5) and row["accuracy"] == 0
     assert "## Zero-shot" in (tmp_path / "report" / "report.md").read_text()
