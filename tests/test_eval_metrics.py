@@ -233,8 +233,13 @@ def test_overall_follows_table_4() -> None:
     assert split_averages(sets) == {"in-domain": {"SC": 0.5, "PQ": 0.5, "O": 0.35}}
 
 
-def test_handcrafted_is_the_fallback_for_auto() -> None:
-    assert isinstance(load_features("auto"), (HandcraftedFeatures, FeatureExtractor))
+def test_auto_falls_back_to_the_weight_free_stand_in_without_the_eval_extra(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # importing it now raises ImportError
+    assert isinstance(load_features("auto"), HandcraftedFeatures)
+    with pytest.raises(ValueError, match="zoo\\[eval\\]"):
+        load_features("efficientnet-lite0")
 
 
 def test_clip_loads_from_a_local_folder_and_names_its_metrics_clip(tmp_path) -> None:
