@@ -23,6 +23,8 @@ OTHER_VERBS = {
     "list": "list models|tasks: UNet presets with parameter counts, or task plugins with their import status",
     "data": "see a recipe's training instructions (python -m zoo data preview --config recipes/stage2.yaml)",
     "cache-text": "embed a recipe's texts once, to disk (python -m zoo cache-text --config recipe.yaml)",
+    "evaluate": "checkpoints × an eval suite → Table-4-style report (python -m zoo evaluate --help)",
+    "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
 }
 
 
@@ -105,5 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.cache_text import main as cache_text_main
 
         return cache_text_main(rest)
+    if verb == "evaluate":
+        from zoo.eval.evaluate import main as evaluate_main
+
+        return evaluate_main(rest)
+    if verb == "rate":
+        from zoo.eval.rating import main as rate_main
+
+        return rate_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2
