@@ -11,8 +11,8 @@ weights stay untouched, so any `UNet2DConditionModel` (DeepFloyd IF's included) 
 pretrained one loads with only the new layers missing. Their output projections start at zero, so before training
 the model *is* the text-to-image backbone (tested to 1e-6).
 
-The context reaches the hooks through `self._context`, set at the start of every `forward` (never left from an
-earlier call, and still set while gradient checkpointing recomputes the forward in backward).
+The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns (kept only
+under gradient checkpointing, which re-runs the forward during backward).
 """
 
 from __future__ import annotations
@@ -78,6 +78,28 @@ class ContextCrossAttention(nn.Module):
         return out * has_context[:, None, None].to(out.dtype)
 
 
+class _ContextHook:
+    """Forward hook on a text cross-attention: adds its context layer's output to the attention's output.
+
+    A class rather than a closure, so that `copy.deepcopy` (Lightning's EMA keeps a deep copy) and pickling map the
+    hook onto the copied model instead of leaving it pointed at the original.
+    """
+
+    def __init__(self, owner: InstructUNet, key: str) -> None:
+        self.owner, self.key = owner, key
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        context = self.owner._context
+        if context is None:
+            return output
+        layer = self.owner.context_layers[self.key]
+        x = args[0]
+        if x.ndim == 4:  # attention blocks that take feature maps (e.g. DeepFloyd IF): (B, C, H, W) → (B, HW, C)
+            b, c, h, w = x.shape
+            return output + layer(x.flatten(2).transpose(1, 2), context).transpose(1, 2).reshape(b, c, h, w)
+        return output + layer(x, context)  # (B, N, C)
+
+
 class InstructUNet(nn.Module):
     """A `UNet2DConditionModel` plus context encoding and context cross-attention.
 
@@ -95,7 +117,7 @@ class InstructUNet(nn.Module):
             layer = ContextCrossAttention(attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads)
             key = name.replace(".", "_")
             self.context_layers[key] = layer
-            attention.register_forward_hook(self._make_hook(layer))
+            attention.register_forward_hook(_ContextHook(self, key))
         if len(self.context_layers) == 0:
             raise ValueError(
                 "the UNet has no text cross-attention at its lowest-resolution stage, so there is nowhere to read the "
@@ -114,20 +136,6 @@ class InstructUNet(nn.Module):
             for name, module in self.unet.named_modules()
             if isinstance(module, Attention) and module.is_cross_attention and name.startswith(tuple(prefixes))
         ]
-
-    def _make_hook(self, layer: ContextCrossAttention):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if self._context is None:
-                return output
-            x = args[0]
-            if x.ndim == 4:  # attention blocks that take feature maps (e.g. DeepFloyd IF): (B, C, H, W) → (B, HW, C)
-                b, c, h, w = x.shape
-                extra = layer(x.flatten(2).transpose(1, 2), self._context).transpose(1, 2).reshape(b, c, h, w)
-            else:
-                extra = layer(x, self._context)
-            return output + extra
-
-        return hook
 
     @property
     def config(self):
@@ -212,4 +220,10 @@ class InstructUNet(nn.Module):
             context: encoded context for this batch, or None for text-only.
         """
         self._context = context
-        return self.unet(sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+        try:
+            return self.unet(sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+        finally:
+            # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;
+            # otherwise clear it, so a later direct call of `self.unet` is the plain backbone.
+            if not self.unet.is_gradient_checkpointing:
+                self._context = None
