@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers `Attention`: to_out is [Linear, Dropout]
@@ -95,12 +96,13 @@ def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
         if not names:
             raise ValueError(f"lora.targets {targets!r} selects no layer of this model")
         return names
-    all_names = [name for name, _ in model.named_modules() if name]
+    # every dotted suffix of every module name, so a short target ("to_qq") is compared with short names ("to_q")
+    suffixes = sorted({".".join(parts[i:]) for name, _ in model.named_modules() if name for parts in [name.split(".")] for i in range(len(parts))})
     selected: list[str] = []
     for target in targets:
         matches = [name for name in linear if name == target or name.endswith("." + target)]
         if not matches:
-            closest = difflib.get_close_matches(target, all_names, n=5, cutoff=0.0)
+            closest = difflib.get_close_matches(target, suffixes, n=5, cutoff=0.6) or difflib.get_close_matches(target, suffixes, n=5, cutoff=0.0)
             raise ValueError(
                 f"lora.targets: {target!r} matches no linear layer of the model; closest module names: {closest} "
                 "(a target matches a module whose name equals it or ends with '.<target>')"
@@ -128,6 +130,10 @@ def apply_lora(model: nn.Module, spec: LoraSpec, adapter_name: str = "default") 
         parameter.requires_grad_(False)
     inject_adapter_in_model(config, model, adapter_name=adapter_name)
     return config
+
+
+def count_lora_layers(model: nn.Module) -> int:
+    return sum(isinstance(module, BaseTunerLayer) for module in model.modules())
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -46,12 +46,19 @@ def check_state_compatible(own: dict[str, torch.Tensor], theirs: dict[str, Any],
 
 
 def rng_state() -> dict[str, Any]:
-    return _collect_rng_states(include_cuda=torch.cuda.is_available())
+    """torch, numpy and Python generator states in types `torch.load(weights_only=True)` accepts."""
+    state = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    state["numpy"] = (name, torch.from_numpy(keys.copy()), pos, has_gauss, cached)
+    return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    state = dict(state)
     if not torch.cuda.is_available():
-        state = {k: v for k, v in state.items() if k != "torch.cuda"}
+        state.pop("torch.cuda", None)
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    state["numpy"] = (name, keys.numpy(), pos, has_gauss, cached)
     _set_rng_states(state)
 
 

@@ -20,7 +20,7 @@ from zoo.diffusion.sampler import Guidance, sample
 from zoo.diffusion.schedule import make_scheduler
 from zoo.instruction import Instruction, InstructionBatch, collate_instructions
 from zoo.lit.checkpointing import NonFiniteLossGuard, check_state_compatible, restore_rng_state, rng_state
-from zoo.lora import LoraSpec, apply_lora, count_parameters
+from zoo.lora import LoraSpec, apply_lora, count_lora_layers, count_parameters
 from zoo.models.instruct_unet import ContextTokens, InstructUNet
 from zoo.models.presets import resolve_unet_config
 from zoo.models.text import TextEncoder
@@ -197,7 +197,7 @@ class InstructImagen(LightningModule):
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self)
-        what = f"LoRA rank {self.hparams.lora['rank']} on {len(self.lora_config.target_modules)} layers" if self.lora_config else "full"
+        what = f"LoRA rank {self.hparams.lora['rank']} on {count_lora_layers(self.model)} layers" if self.lora_config else "full"
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {what})")
 
     # ---------------------------------------------------------------------------------------------- checkpoints
