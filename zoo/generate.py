@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample_steps)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]", help="LoRA adapter folder (repeatable, weights mix them)")
     return parser
 
 
@@ -64,6 +65,11 @@ def main(argv: list[str]) -> int:
         if not Path(args.ckpt).is_file():
             raise ValueError(f"--ckpt {args.ckpt}: no such file")
         model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
+        if args.adapter:
+            from zoo.lora_cli import parse_weighted
+            from zoo.lora_io import load_adapters
+
+            load_adapters(model, [parse_weighted(value) for value in args.adapter])
         instruction = build_instruction(args.text, args.ref, args.ref_text, model.hparams.image_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -20,7 +20,7 @@ def parse_weighted(value: str) -> tuple[str, float]:
     try:
         return folder, float(weight)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected DIR or DIR:WEIGHT with a number as WEIGHT") from None
+        raise ValueError(f"{value!r}: expected DIR or DIR:WEIGHT with a number as WEIGHT") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

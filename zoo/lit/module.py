@@ -218,6 +218,9 @@ class InstructImagen(LightningModule):
         state = checkpoint["state_dict"]
         if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
             state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
+        if self.lora_config is not None and state and all(".lora_" in k for k in state):
+            # an adapter-only checkpoint (zoo.lit.fsdp.FSDPStrategyForLoRA): the frozen base comes from init_from
+            state.update({k: v for k, v in self.state_dict().items() if k not in state})
         check_state_compatible(self.state_dict(), state, "the checkpoint")
         if "current_model_state" in checkpoint:  # written by EMAWeightAveraging: the live (non-averaged) weights
             check_state_compatible(self.state_dict(), checkpoint["current_model_state"], "the checkpoint's current_model_state")
