@@ -1,72 +1,105 @@
-"""Subject-driven generation: draw a named subject, known only from context images, at a new placement.
+"""Subject-driven generation: draw a subject, known only from context images, as a caption says.
 
-Owns the `SubjectDriven` task plugin. Example i: a subject from `tasks.world.SUBJECTS`, one or two context images
-of it at other placements (all under the one marker [ref#1], as the paper allows several images per reference),
-and the target: the subject placed as the payload says. The payload names the subject's size, position and
-background, never its colour, shape or pattern. Templates: tasks/templates/subject_driven.txt, with the
-placeholders {subject} (e.g. "a large [ref#1] toy") and {placement} (e.g. "on the left, on a pink background").
+Owns the `SubjectDriven` task plugin. Templates: tasks/templates/subject_driven.txt, with the placeholders
+{subject} (the marker and a short name, e.g. "[ref#1] toy") and {caption}; every context image of the subject is
+an item "[ref#1] <name>" (the paper allows several images per reference, Fig 13).
+
+- World: a named subject of `tasks.world.SUBJECTS` — toys (objects) or persons (faces, as the paper's CelebA rows)
+  — with 1-2 context images at other placements; the target is the subject where the caption puts it. The payload
+  names size, position and background, never the subject's colour, shape or pattern.
+- Dataset: rows grouped by a `group` column (one subject per group; objects and faces alike, as in the paper: "group
+  the faces of the same person ... use one sampled (image, text) example as the input text and target image, and
+  using the rest as multi-modal context"). Each row of a group with ≥ 2 rows is a target; up to `max_references`
+  other rows of its group are the context. Columns: `group`, `image`, `caption`, optional `subject` (its short
+  name, e.g. "dog"; default "subject").
 """
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
-from tasks.world import MIN_SIZE, PLACEMENTS, POSITION_PHRASES, SUBJECTS, caption, render, subject, subject_scene
+from tasks.scoring import object_checks
+from tasks.world import PLACEMENTS, POSITION_PHRASES, SUBJECT_KINDS, SUBJECTS, caption, render, subject, subject_scene
 from zoo.instruction import ContextItem, Instruction
-from zoo.task import Task, load_templates
+from zoo.sources import DatasetSource, fit_square
+from zoo.task import TemplatedTask
 
-DEFAULT_TEMPLATES = Path(__file__).parent / "templates" / "subject_driven.txt"
 MARKER = "[ref#1]"
-MAX_REFERENCES = 2
+WORLD_REFERENCES = 2
 STYLE = "flat"
 
 
-class SubjectDriven(Task):
-    """Args beyond the common ones: `subjects`, the subject names to draw from (None: all of
-    `tasks.world.SUBJECTS`), so some can be held out of training and evaluated zero-shot."""
+def check_subjects(subjects: list[str] | None, kind: str = "any", field: str = "subjects") -> list[str]:
+    """The subject names to draw from (None: every subject of `kind`), checked against the world's."""
+    if kind not in ("any", "object", "face"):
+        raise ValueError(f"kind must be 'any', 'object' or 'face', got {kind!r}")
+    if subjects is None:
+        return [n for n, s in SUBJECTS.items() if kind == "any" or SUBJECT_KINDS[s.category] == kind]
+    if not subjects:
+        raise ValueError(f"{field} must name at least one subject, got an empty list")
+    unknown = [name for name in subjects if name not in SUBJECTS]
+    if unknown:
+        raise ValueError(f"{field}: unknown subject(s) {unknown}; known: {', '.join(SUBJECTS)}")
+    return list(subjects)
+
+
+def placement_caption(category: str, position: str, size: str, background: str) -> str:
+    """E.g. "a large toy on the left, on a pink background": where the subject goes, never what it looks like."""
+    return f"a {size} {category} {POSITION_PHRASES[position]}, on a {background} background"
+
+
+class SubjectDriven(TemplatedTask):
+    """Args beyond `zoo.task.TemplatedTask`'s:
+        subjects: world subject names to draw from (None: all of `kind`), so some can be held out.
+        kind: world subjects of one kind: "object" (toys), "face" (persons) or "any".
+        max_references: dataset: at most this many context images per example.
+    """
 
     name = "subject_driven"
+    default_templates = Path(__file__).parent / "templates" / "subject_driven.txt"
+    placeholders = frozenset({"subject", "caption"})  # {subject} carries the marker
+    columns = ("group", "image", "caption")
+    optional_columns = ("subject",)
 
     def __init__(
         self,
-        num_examples: int = 2000,
+        num_examples: int | None = None,
         seed: int = 0,
         image_size: int = 32,
         templates: str | None = None,
+        source: DatasetSource | None = None,
         subjects: list[str] | None = None,
+        kind: Literal["any", "object", "face"] = "any",
+        max_references: int = 3,
     ) -> None:
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be at least 1, got {num_examples}")
-        if image_size < MIN_SIZE:
-            raise ValueError(f"image_size must be at least {MIN_SIZE}, got {image_size}")
-        self.subjects = list(SUBJECTS if subjects is None else subjects)
-        if not self.subjects:
-            raise ValueError("subjects must name at least one subject, got an empty list")
-        unknown = [name for name in self.subjects if name not in SUBJECTS]
-        if unknown:
-            raise ValueError(f"subjects: unknown subject(s) {unknown}; known: {', '.join(SUBJECTS)}")
-        self.num_examples = num_examples
-        self.seed = seed
-        self.image_size = image_size
-        self.templates = load_templates(templates or DEFAULT_TEMPLATES, required={"subject", "placement"})
+        self.subjects = check_subjects(subjects, kind)
+        if max_references < 1:
+            raise ValueError(f"max_references must be at least 1, got {max_references}")
+        self.max_references = max_references
+        super().__init__(num_examples, seed, image_size, templates, source)
 
-    def __len__(self) -> int:
-        return self.num_examples
+    def index_rows(self) -> list[tuple[int, list[int]]]:
+        """(target row, the other rows of its group) for every row whose group has another row."""
+        groups: dict[object, list[int]] = defaultdict(list)
+        for row, group in enumerate(self.rows.column("group")):
+            if group is not None:
+                groups[group].append(row)
+        return [(row, [r for r in members if r != row]) for members in groups.values() if len(members) > 1
+                for row in members]
 
-    def __getitem__(self, index: int) -> Instruction:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} is out of range for {self.name} with {self.num_examples} examples")
-        rng = self.rng(self.seed, index)
+    def from_world(self, index: int, rng: random.Random) -> Instruction:
         name = rng.choice(self.subjects)
         category = subject(name).category
         # Distinct placements, so no context image is a copy of the target.
-        (position, size, background), *others = rng.sample(PLACEMENTS, 1 + rng.randint(1, MAX_REFERENCES))
+        (position, size, background), *others = rng.sample(PLACEMENTS, 1 + rng.randint(1, WORLD_REFERENCES))
         scene = subject_scene(name, position, size, background)
         references = [subject_scene(name, *placement) for placement in others]
-        text = rng.choice(self.templates).format(
-            subject=f"a {size} {MARKER} {category}",
-            placement=f"{POSITION_PHRASES[position]}, on a {background} background",
+        text = self.fill(
+            rng, subject=f"{MARKER} {category}", caption=placement_caption(category, position, size, background)
         )
         return Instruction(
             text=text,
@@ -81,6 +114,30 @@ class SubjectDriven(Task):
                 "category": category,
                 "caption": caption(scene),
                 "scene": asdict(scene),
+                "style": STYLE,
                 "reference_scenes": [asdict(reference) for reference in references],
+                "conditions": {
+                    "subject": object_checks(scene, "shape", "colour", "pattern"),
+                    "position": object_checks(scene, "position"),
+                    "size": object_checks(scene, "size"),
+                    "background": ["background"],
+                },
             },
+        )
+
+    def from_rows(self, index: int, rng: random.Random) -> Instruction:
+        row, group = self.index[index]
+        references = rng.sample(group, min(self.max_references, len(group)))
+        name = self.rows.text(row, "subject") if self.rows.has("subject") else "subject"
+        text = self.rows.text(row, "caption")
+        return Instruction(
+            text=self.fill(rng, subject=f"{MARKER} {name}", caption=text),
+            context=[
+                ContextItem(MARKER, f"{MARKER} {name}", fit_square(self.rows.image(r, "image"), self.image_size))
+                for r in references
+            ],
+            target=fit_square(self.rows.image(row, "image"), self.image_size),
+            task=self.name,
+            meta={"caption": text, "row_id": self.rows.row_id(row),
+                  "reference_row_ids": [self.rows.row_id(r) for r in references]},
         )

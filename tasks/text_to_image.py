@@ -1,51 +1,77 @@
-"""Text-to-image: a caption of a world scene in, the scene drawn in the "flat" style out; no context.
+"""Text-to-image: a caption in, its image out; no context. Natural images and art, as the paper's Txt2Img rows.
 
-Owns the `TextToImage` task plugin. Templates: tasks/templates/text_to_image.txt, with one placeholder, {caption}.
+Owns the `TextToImage` task plugin. `flavour` picks the paper's two text-to-image data kinds (Table 1 rows 1-2):
+"natural" (templates tasks/templates/text_to_image.txt) and "art" (text_to_image_art.txt, e.g. "Generate this
+artwork: ..."), both with one placeholder, {caption}.
+
+- World, natural: example i is world scene i, drawn in the "flat" style.
+- World, art: scene i drawn in a style other than flat, and the caption names it ("..., in the neon style"), as
+  WikiArt captions name the art style.
+- Dataset: columns `image` and `caption` (e.g. a folder of images with a metadata.jsonl).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
-from tasks.world import MIN_SIZE, World, caption, render
+from tasks.scoring import caption_conditions
+from tasks.world import STYLES, World, caption, render
 from zoo.instruction import Instruction
-from zoo.task import Task, load_templates
+from zoo.sources import DatasetSource, fit_square
+from zoo.task import TemplatedTask
 
-DEFAULT_TEMPLATES = Path(__file__).parent / "templates" / "text_to_image.txt"
-STYLE = "flat"
+TEMPLATES = Path(__file__).parent / "templates"
+NATURAL_STYLE = "flat"
+ART_STYLES = tuple(style for style in STYLES if style != NATURAL_STYLE)
 
 
-class TextToImage(Task):
-    """Example i is world scene i: the payload is a template filled with its caption, the target its flat render."""
+class TextToImage(TemplatedTask):
+    """Args beyond `zoo.task.TemplatedTask`'s: `flavour`, "natural" or "art" (sets the default templates and, in
+    the world, whether a named art style is drawn)."""
 
     name = "text_to_image"
+    placeholders = frozenset({"caption"})
+    columns = ("image", "caption")
 
     def __init__(
-        self, num_examples: int = 2000, seed: int = 0, image_size: int = 32, templates: str | None = None
+        self,
+        num_examples: int | None = None,
+        seed: int = 0,
+        image_size: int = 32,
+        templates: str | None = None,
+        source: DatasetSource | None = None,
+        flavour: Literal["natural", "art"] = "natural",
     ) -> None:
-        if num_examples < 1:
-            raise ValueError(f"num_examples must be at least 1, got {num_examples}")
-        if image_size < MIN_SIZE:
-            raise ValueError(f"image_size must be at least {MIN_SIZE}, got {image_size}")
-        self.num_examples = num_examples
-        self.seed = seed
-        self.image_size = image_size
-        self.templates = load_templates(templates or DEFAULT_TEMPLATES, required={"caption"})
+        if flavour not in ("natural", "art"):
+            raise ValueError(f"flavour must be 'natural' or 'art', got {flavour!r}")
+        self.flavour = flavour
+        self.default_templates = TEMPLATES / ("text_to_image.txt" if flavour == "natural" else "text_to_image_art.txt")
+        super().__init__(num_examples, seed, image_size, templates, source)
         self.world = World(seed)
 
-    def __len__(self) -> int:
-        return self.num_examples
-
-    def __getitem__(self, index: int) -> Instruction:
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} is out of range for {self.name} with {self.num_examples} examples")
-        rng = self.rng(self.seed, index)
+    def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)
-        text = caption(scene)
+        style = NATURAL_STYLE if self.flavour == "natural" else rng.choice(ART_STYLES)
+        text = caption(scene) if self.flavour == "natural" else f"{caption(scene)}, in the {style} style"
+        conditions = caption_conditions(scene)
+        if self.flavour == "art":
+            conditions["style"] = ["style"]
         return Instruction(
-            text=rng.choice(self.templates).format(caption=text),
-            target=render(scene, self.image_size, STYLE),
+            text=self.fill(rng, caption=text),
+            target=render(scene, self.image_size, style),
             task=self.name,
-            meta={"caption": text, "scene": asdict(scene), "style": STYLE},
+            meta={"caption": text, "scene": asdict(scene), "style": style, "conditions": conditions},
+        )
+
+    def from_rows(self, index: int, rng: random.Random) -> Instruction:
+        row = self.index[index]
+        text = self.rows.text(row, "caption")
+        return Instruction(
+            text=self.fill(rng, caption=text),
+            target=fit_square(self.rows.image(row, "image"), self.image_size),
+            task=self.name,
+            meta={"caption": text, "row_id": self.rows.row_id(row)},
         )

@@ -3,7 +3,12 @@
 Every built-in task is generated from here, offline and deterministically. A `Scene` is a background and one or
 two `SceneObject`s; `World(seed).scene(index)` is a pure function of (seed, index); `caption` describes a scene in
 plain English; `render` draws it in one of `STYLES`, at 4x and box-downsampled so even 16-32 px images are clean.
-Named subjects (`SUBJECTS`) are fixed (shape, colour, pattern) identities that `subject_scene` places anywhere.
+Named subjects (`SUBJECTS`) are fixed (shape, colour, pattern) identities that `subject_scene` places anywhere:
+toys, and faces (an oval with eyes and a mouth; the paper's face data, CelebA, as a subject kind).
+
+Derived maps, for the control and editing tasks: `depth_map` (nearer = brighter: large objects and objects lower
+in the frame are nearer; the background recedes upwards), `object_mask` (the silhouettes), `sketch` (thin dark
+jittered outlines on white) and `render_background` (a scene with its objects removed).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ BACKGROUNDS = {
     "cream": (250, 240, 185),
 }
 SHAPES = ("circle", "square", "triangle", "cross")
+# Shapes only subjects have: random scenes never draw them.
+SUBJECT_SHAPES = ("face",)
 PATTERNS = ("solid", "striped", "dotted", "checkered")
 # Object centre (x, y) as fractions of the image side, and how captions say it.
 POSITIONS = {"left": (0.25, 0.5), "center": (0.5, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75)}
@@ -73,7 +80,7 @@ class SceneObject:
     size: str
 
     def __post_init__(self) -> None:
-        _check("shape", self.shape, SHAPES)
+        _check("shape", self.shape, SHAPES + SUBJECT_SHAPES)
         _check("colour", self.colour, COLOURS)
         _check("pattern", self.pattern, PATTERNS)
         _check("position", self.position, POSITIONS)
@@ -117,14 +124,19 @@ SUBJECTS = {
         Subject("fip", "toy", "square", "yellow", "striped"),
         Subject("ruvo", "toy", "triangle", "purple", "dotted"),
         Subject("nela", "toy", "cross", "blue", "striped"),
+        Subject("ada", "person", "face", "orange", "solid"),
+        Subject("bram", "person", "face", "purple", "striped"),
+        Subject("cleo", "person", "face", "green", "dotted"),
+        Subject("dov", "person", "face", "red", "checkered"),
     )
 }
+SUBJECT_KINDS = {"toy": "object", "person": "face"}
 
 
 class World:
     """A seeded source of scenes: `scene(index)` depends on (seed, index) only."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int | str = 0) -> None:
         self.seed = seed
 
     def scene(self, index: int) -> Scene:
@@ -178,6 +190,8 @@ def _shape_mask(obj: SceneObject, side: int, line: int = 0) -> Image.Image:
     x, y, r = fx * side, fy * side, SIZES[obj.size] * side
     if obj.shape == "circle":
         draw.ellipse((x - r, y - r, x + r, y + r), **ink)
+    elif obj.shape == "face":  # an upright oval, so a face's silhouette differs from a circle's
+        draw.ellipse((x - 0.8 * r, y - r, x + 0.8 * r, y + r), **ink)
     elif obj.shape == "square":
         half = 0.85 * r  # a touch smaller, so a square looks as big as a circle of the same size word
         draw.rectangle((x - half, y - half, x + half, y + half), **ink)
@@ -188,6 +202,21 @@ def _shape_mask(obj: SceneObject, side: int, line: int = 0) -> Image.Image:
         corners = [(arm, r), (arm, arm), (r, arm), (r, -arm), (arm, -arm), (arm, -r)]
         corners += [(-dx, -dy) for dx, dy in corners]
         draw.polygon([(x + dx, y + dy) for dx, dy in corners], **ink)
+    return mask
+
+
+def _face_features(obj: SceneObject, side: int) -> Image.Image | None:
+    """Eyes and a smiling mouth for a face, as a mask; None for every other shape."""
+    if obj.shape != "face":
+        return None
+    mask = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(mask)
+    fx, fy = POSITIONS[obj.position]
+    x, y, r = fx * side, fy * side, SIZES[obj.size] * side
+    eye = 0.16 * r
+    for dx in (-0.35 * r, 0.35 * r):
+        draw.ellipse((x + dx - eye, y - 0.3 * r - eye, x + dx + eye, y - 0.3 * r + eye), fill=255)
+    draw.arc((x - 0.4 * r, y, x + 0.4 * r, y + 0.55 * r), 20, 160, fill=255, width=max(1, round(0.12 * r)))
     return mask
 
 
@@ -214,6 +243,9 @@ def _flat(scene: Scene, side: int) -> Image.Image:
         canvas.paste(_texture(obj.colour, obj.pattern, side), mask=_shape_mask(obj, side))
         # A rim in the plain colour keeps the silhouette readable where pale pattern marks reach the edge.
         canvas.paste(COLOURS[obj.colour], mask=_shape_mask(obj, side, line=side // 48))
+        features = _face_features(obj, side)
+        if features is not None:
+            canvas.paste((35, 25, 25), mask=features)
     return canvas
 
 
@@ -223,6 +255,9 @@ def _line_art(scene: Scene, side: int, paper: Colour) -> Image.Image:
     canvas = Image.new("RGB", (side, side), paper)
     for obj in scene.objects:
         canvas.paste(COLOURS[obj.colour], mask=_shape_mask(obj, side, line=width))
+        features = _face_features(obj, side)
+        if features is not None:
+            canvas.paste(COLOURS[obj.colour], mask=features)
     return canvas
 
 
@@ -267,3 +302,63 @@ _STYLE_RENDERERS: dict[str, Callable[[Scene, int], Image.Image]] = {
     "mosaic": _mosaic,
     "sepia": _sepia,
 }
+
+
+@dataclass(frozen=True)
+class _Backdrop:
+    """A scene with no objects: only the renderers see it (a `Scene` always has an object)."""
+
+    background: str
+    objects: tuple = ()
+
+
+def render_background(background: str, size: int = 32, style: str = "flat") -> Image.Image:
+    """The background alone, drawn in `style`: what a scene looks like with its objects removed."""
+    _check("background", background, BACKGROUNDS)
+    _check("style", style, STYLES)
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE} pixels, got {size}")
+    return _STYLE_RENDERERS[style](_Backdrop(background), size * SUPERSAMPLE).resize((size, size), Image.Resampling.BOX)
+
+
+def object_depth(obj: SceneObject) -> int:
+    """An object's brightness in the depth map (0-255, nearer = brighter): large and low objects are nearer."""
+    return {"small": 180, "large": 225}[obj.size] + {"top": -20, "bottom": 20}.get(obj.position, 0) // 2
+
+
+def depth_map(scene: Scene, size: int = 32) -> Image.Image:
+    """A grayscale depth map: a background receding upwards (darker at the top) and flat-depth objects."""
+    side = size * SUPERSAMPLE
+    ramp = np.linspace(40, 120, side, dtype=np.float32)[:, None].repeat(side, axis=1)  # the floor nears downwards
+    canvas = Image.fromarray(ramp.astype(np.uint8), "L")
+    for obj in sorted(scene.objects, key=object_depth):  # far to near, so nearer objects are drawn on top
+        canvas.paste(object_depth(obj), mask=_shape_mask(obj, side))
+    return canvas.resize((size, size), Image.Resampling.BOX)
+
+
+def silhouettes(objects: Iterable[SceneObject], size: int = 32, touched: bool = False) -> Image.Image:
+    """The objects' silhouettes as a binary L image (255 inside). A pixel is inside when most of it is covered, or
+    with `touched` when any of it is."""
+    side = size * SUPERSAMPLE
+    canvas = Image.new("L", (side, side), 0)
+    for obj in objects:
+        canvas.paste(255, mask=_shape_mask(obj, side))
+    coverage = np.asarray(canvas.resize((size, size), Image.Resampling.BOX))
+    return Image.fromarray(np.where(coverage > 0 if touched else coverage >= 128, 255, 0).astype(np.uint8), "L")
+
+
+def object_mask(scene: Scene, size: int = 32) -> Image.Image:
+    """The scene's object silhouettes (the mask control)."""
+    return silhouettes(scene.objects, size)
+
+
+def sketch(scene: Scene, size: int, rng: random.Random) -> Image.Image:
+    """Thin dark outlines on white, each drawn twice with a small random offset, as a quick hand sketch."""
+    side = size * SUPERSAMPLE
+    canvas = Image.new("RGB", (side, side), (250, 250, 250))
+    for obj in scene.objects:
+        outline = _shape_mask(obj, side, line=max(1, side // 40))
+        for _ in range(2):
+            dx, dy = rng.randint(-SUPERSAMPLE, SUPERSAMPLE), rng.randint(-SUPERSAMPLE, SUPERSAMPLE)
+            canvas.paste((30, 30, 30), mask=ImageChops.offset(outline, dx, dy))
+    return canvas.resize((size, size), Image.Resampling.BOX)

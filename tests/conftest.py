@@ -20,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 16
 TEXT_MAX_LENGTH = 32
 
+# The tensors here are tiny: intra-op threads only add synchronisation, and on a busy 2-core machine OpenMP
+# spin-waiting makes each op hundreds of times slower. One thread keeps the suite fast and its timings stable.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

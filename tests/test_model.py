@@ -3,6 +3,8 @@ configuration errors, generation, condition dropout, the forward process and the
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -35,14 +37,22 @@ def test_before_training_the_model_is_the_bare_backbone(tiny_model, task_batch) 
     assert context.tokens.shape[1] > 0 and context.mask.any()  # a real, non-empty context
     with_context = tiny_model.model(x, t, text, text_mask, context)
     without_context = tiny_model.model(x, t, text, text_mask, None)
-    tiny_model.model._context = None  # make sure no context is left for the bare call
     bare = tiny_model.model.unet(x, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+    # ...and a backbone with no hooks at all: a fresh UNet2DConditionModel holding the same weights.
+    clean = UNet2DConditionModel(**tiny_model.model.unet.config)
+    clean.load_state_dict(tiny_model.model.unet.state_dict())
+    clean_out = clean(x, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
     assert with_context.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
     torch.testing.assert_close(with_context, bare, atol=1e-6, rtol=0)
+    torch.testing.assert_close(with_context, clean_out, atol=1e-6, rtol=0)
     torch.testing.assert_close(with_context, without_context, atol=1e-6, rtol=0)
 
 
 # ------------------------------------------------------------------------------------ (b) training reads context
+LOG_WITHOUT_TRAINER = "ignore:You are trying to `self.log\\(\\)`"
+
+
+@pytest.mark.filterwarnings(LOG_WITHOUT_TRAINER)
 def test_after_a_few_steps_the_context_changes_the_prediction(make_tiny_model, task_instructions) -> None:
     model = make_tiny_model(drop_text_and_context=0.0, drop_context=0.0)
     model.hparams.drop_text_and_context = model.hparams.drop_context = 0.0
@@ -67,10 +77,7 @@ def test_after_a_few_steps_the_context_changes_the_prediction(make_tiny_model, t
 def test_rows_without_context_are_unaffected_by_the_context_layers(make_tiny_model, task_instructions) -> None:
     """A trained context layer adds nothing to a sample whose context is empty (padding never leaks)."""
     model = make_tiny_model()
-    with torch.no_grad():
-        for layer in model.model.context_layers.values():
-            torch.nn.init.normal_(layer.to_out.weight, std=0.5)
-            torch.nn.init.normal_(layer.to_out.bias, std=0.5)
+    randomise_context_layers(model)
     batch = collate_instructions(task_instructions)  # row 0 has no context
     with torch.no_grad():
         x, t, text, text_mask, context = denoiser_inputs(model, batch)
@@ -91,11 +98,50 @@ def test_text_only_batch_runs_through_the_denoiser(tiny_model, task_instructions
     torch.testing.assert_close(out, tiny_model.model(x, t, text, text_mask, None), atol=1e-6, rtol=0)
 
 
+@pytest.mark.filterwarnings(LOG_WITHOUT_TRAINER)
 def test_training_step_when_every_context_is_dropped(make_tiny_model, task_batch) -> None:
     model = make_tiny_model(drop_text_and_context=0.0, drop_context=1.0)
     loss = model.training_step(task_batch, 0)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def randomise_context_layers(model, std: float = 0.5) -> None:
+    with torch.no_grad():
+        for layer in model.model.context_layers.values():
+            torch.nn.init.normal_(layer.to_out.weight, std=std)
+            torch.nn.init.normal_(layer.to_out.bias, std=std)
+
+
+def test_forward_leaves_no_context_behind(make_tiny_model, task_batch) -> None:
+    """After a forward with context, a direct call of the backbone is the plain backbone again."""
+    model = make_tiny_model()
+    randomise_context_layers(model)
+    with torch.no_grad():
+        x, t, text, text_mask, context = denoiser_inputs(model, task_batch)
+        with_context = model.model(x, t, text, text_mask, context)
+        assert model.model._context is None
+        after = model.model.unet(x, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+        without_context = model.model(x, t, text, text_mask, None)
+    torch.testing.assert_close(after, without_context, atol=1e-6, rtol=0)
+    assert (with_context - without_context).abs().max() > 1e-3
+
+
+def test_deep_copy_reads_its_own_context_layers(make_tiny_model, task_batch) -> None:
+    """A deep copy (e.g. an EMA model) runs its own context layers, and the original is unaffected by the copy."""
+    model = make_tiny_model()
+    randomise_context_layers(model)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in twin.model.context_layers.values():
+            layer.to_out.weight.zero_()
+            layer.to_out.bias.zero_()
+        x, t, text, text_mask, context = denoiser_inputs(model, task_batch)
+        original = model.model(x, t, text, text_mask, context)
+        copied = twin.model(x, t, text, text_mask, context)
+        plain = twin.model(x, t, text, text_mask, None)
+    torch.testing.assert_close(copied, plain, atol=1e-6, rtol=0)  # the copy's zeroed layers, not the original's
+    assert (original - plain).abs().max() > 1e-3
 
 
 # ----------------------------------------------------------------------- (c) shared down stack (nested encoding)
@@ -144,6 +190,22 @@ def test_context_encoding_gradient_reaches_the_down_blocks(make_tiny_model, task
         assert p.grad is None
 
 
+def test_encode_context_shapes_and_mask(tiny_model, hand_instructions) -> None:
+    """K items of h*w tokens each per sample, at the down stack's last width; padding and dropped items masked."""
+    batch = collate_instructions(hand_instructions)  # 0, 1 and 2 items
+    h = w = IMAGE_SIZE // 2  # the tiny UNet downsamples once
+    c = tiny_model.model.context_dim
+    assert c == tiny_model.model.unet.config.block_out_channels[-1]
+    context = tiny_model.encode_context(batch)
+    assert context.tokens.shape == (3, 2 * h * w, c) and context.mask.shape == (3, 2 * h * w)
+    assert context.mask.sum(dim=1).tolist() == [0, h * w, 2 * h * w]
+    assert context.tokens[~context.mask].eq(0).all()
+    assert context.tokens[context.mask].abs().sum() > 0
+    dropped = tiny_model.encode_context(batch, keep=torch.tensor([True, False, True]))
+    assert dropped.mask.sum(dim=1).tolist() == [0, 0, 2 * h * w]
+    torch.testing.assert_close(dropped.tokens[2], context.tokens[2], atol=1e-5, rtol=1e-5)
+
+
 def test_padded_items_do_not_change_real_tokens(tiny_model, task_instructions) -> None:
     """Encoding an item alone or next to padding gives the same tokens (padding is never encoded)."""
     one = task_instructions[1]
@@ -182,7 +244,9 @@ def test_context_layers_sit_only_at_the_lowest_resolution_tiny(tiny_model) -> No
         for key, layer in model.context_layers.items()
     ]
     try:
-        batch = collate_instructions([Instruction("Draw [ref#1]", context=[ContextItem("[ref#1]", "x", torch.rand(3, 16, 16))], target=torch.rand(3, 16, 16))])
+        image = torch.rand(3, IMAGE_SIZE, IMAGE_SIZE)
+        instruction = Instruction("Draw [ref#1]", context=[ContextItem("[ref#1]", "x", image)], target=image)
+        batch = collate_instructions([instruction])
         with torch.no_grad():
             x, t, text, text_mask, context = denoiser_inputs(tiny_model, batch)
             model(x, t, text, text_mask, context)
@@ -263,7 +327,11 @@ def test_generate_accepts_a_batch_and_an_unguided_setting(tiny_model, task_batch
 
 
 @pytest.mark.parametrize("steps", [2, 5])
-@pytest.mark.parametrize("guidance", [Guidance(scale=1.0), Guidance(scale=3.0), Guidance(scale=3.0, context_scale=2.0, oscillate=True)], ids=["none", "single", "two-scales"])
+@pytest.mark.parametrize(
+    "guidance",
+    [Guidance(scale=1.0), Guidance(scale=3.0), Guidance(scale=3.0, context_scale=2.0, oscillate=True)],
+    ids=["none", "single", "two-scales"],
+)
 def test_generate_encodes_the_context_once(tiny_model, task_instructions, monkeypatch, steps, guidance) -> None:
     calls = {"encode_context": 0, "down_features": 0, "forward": 0}
     inner = tiny_model.model
@@ -330,8 +398,9 @@ def test_q_sample_and_velocity_match_diffusers() -> None:
     x0 = torch.rand(6, 3, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(6, 3, 8, 8, generator=g)
     t = torch.tensor([0, 1, 250, 500, 998, 999])
-    torch.testing.assert_close(q_sample(scheduler, x0, t, eps), scheduler.add_noise(x0, eps, t), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(velocity(scheduler, x0, t, eps), scheduler.get_velocity(x0, eps, t), atol=1e-5, rtol=1e-5)
+    tol = dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(q_sample(scheduler, x0, t, eps), scheduler.add_noise(x0, eps, t), **tol)
+    torch.testing.assert_close(velocity(scheduler, x0, t, eps), scheduler.get_velocity(x0, eps, t), **tol)
 
 
 def test_velocity_and_q_sample_recover_x0_and_eps() -> None:
@@ -374,7 +443,8 @@ def manual_loop(scheduler, noise, steps, predict, seed):
 def test_sampler_loop_matches_manual_ddpm_steps(thresholding: bool) -> None:
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     fn = toy_model_fn()
-    got = sample(fn, make_scheduler(thresholding=thresholding), noise, 6, Guidance(scale=1.0), torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    got = sample(fn, make_scheduler(thresholding=thresholding), noise, 6, Guidance(scale=1.0), generator)
     expected = manual_loop(make_scheduler(thresholding=thresholding), noise, 6, lambda x, t: fn(x, t, ("full",))[0], 5)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 

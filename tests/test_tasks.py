@@ -1,4 +1,4 @@
-"""Tests of the first three task plugins: text_to_image, styled_generation and subject_driven."""
+"""Tests of the built-in world task plugins: every task, then what is particular to each."""
 
 from __future__ import annotations
 
@@ -7,21 +7,40 @@ import re
 import pytest
 import torch
 
+from functools import partial
+
+from tasks.control import Control
+from tasks.editing import Editing
+from tasks.retrieval import Retrieval
+from tasks.style_transfer import StyleTransfer
 from tasks.styled_generation import StyledGeneration
 from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
 from tasks.world import STYLES, SUBJECTS
+from tasks.zeroshot import COMPOSITIONS, ZeroShot
 from zoo.instruction import Instruction
 
-TASKS = [TextToImage, StyledGeneration, SubjectDriven]
-NAMES = {TextToImage: "text_to_image", StyledGeneration: "styled_generation", SubjectDriven: "subject_driven"}
+# Every world task, as a factory taking the common arguments, and the name its instructions carry.
+FACTORIES = {
+    "text_to_image": TextToImage,
+    "text_to_image_art": partial(TextToImage, flavour="art"),
+    "styled_generation": StyledGeneration,
+    "subject_driven": SubjectDriven,
+    **{f"{c}_to_image": partial(Control, condition=c) for c in ("depth", "mask", "edge", "sketch")},
+    "style_transfer": StyleTransfer,
+    "editing": Editing,
+    "retrieval": Retrieval,
+    **{f"zeroshot_{c}": partial(ZeroShot, c) for c in COMPOSITIONS},
+}
+TASKS = list(FACTORIES.values())
+NAMES = {factory: name.removesuffix("_art") for name, factory in FACTORIES.items()}
 
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
-@pytest.fixture(scope="module", params=TASKS, ids=lambda cls: cls.__name__)
+@pytest.fixture(scope="module", params=TASKS, ids=list(FACTORIES))
 def built(request: pytest.FixtureRequest) -> tuple[type, list[Instruction]]:
     task = request.param(num_examples=50, seed=0, image_size=32)
     return request.param, [task[index] for index in range(len(task))]
@@ -32,13 +51,13 @@ def test_instructions_are_valid_with_task_name_and_target(built: tuple[type, lis
     assert len(instructions) == 50
     for instruction in instructions:
         assert isinstance(instruction, Instruction)
-        assert instruction.task == NAMES[cls] == cls.name
+        assert instruction.task == NAMES[cls]
         for image in [instruction.target, *(item.image for item in instruction.context)]:
             assert image.shape == (3, 32, 32) and image.dtype == torch.float32
             assert image.min() >= -1 and image.max() <= 1
 
 
-@pytest.mark.parametrize("cls", TASKS, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", TASKS, ids=list(FACTORIES))
 def test_same_seed_same_instruction_and_different_seeds_differ(cls: type) -> None:
     a, b, c = cls(num_examples=5, seed=0), cls(num_examples=5, seed=0), cls(num_examples=5, seed=1)
     for index in range(5):
@@ -49,7 +68,7 @@ def test_same_seed_same_instruction_and_different_seeds_differ(cls: type) -> Non
     assert [a[index].text for index in range(5)] != [c[index].text for index in range(5)]
 
 
-@pytest.mark.parametrize("cls", TASKS, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", TASKS, ids=list(FACTORIES))
 def test_image_size_is_honoured(cls: type) -> None:
     instruction = cls(num_examples=1, image_size=16)[0]
     assert instruction.target.shape == (3, 16, 16)
@@ -77,6 +96,7 @@ def test_meta_holds_the_ground_truth(built: tuple[type, list[Instruction]]) -> N
     for instruction in instructions:
         meta = instruction.meta
         assert meta["scene"]["objects"] and meta["scene"]["background"]
+        assert meta["conditions"] and meta["style"] in STYLES
         if cls is TextToImage:
             assert meta["caption"] in instruction.text and meta["style"] == "flat"
         if cls is StyledGeneration:
@@ -130,7 +150,7 @@ def test_subject_subjects_can_be_held_out() -> None:
     assert {task[index].meta["subject"] for index in range(20)} == {"zib"}
 
 
-@pytest.mark.parametrize("cls", TASKS, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", TASKS, ids=list(FACTORIES))
 def test_bad_arguments_are_value_errors_naming_the_field(cls: type) -> None:
     with pytest.raises(ValueError, match="num_examples must be at least 1, got 0"):
         cls(num_examples=0)

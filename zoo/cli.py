@@ -8,6 +8,7 @@ methods (generate) are dispatched here before LightningCLI sees the arguments, t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -20,6 +21,8 @@ TRAINER_VERBS = {
 OTHER_VERBS = {
     "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
     "lora": "export | info | mix | merge LoRA adapters (python -m zoo lora --help)",
+    "list": "list models: the UNet presets with resolution and parameter count",
+    "cache-text": "embed a recipe's texts once, to disk (python -m zoo cache-text --config recipe.yaml)",
 }
 
 
@@ -61,6 +64,27 @@ def run_lightning(args: list[str] | None) -> None:
     )
 
 
+def list_models() -> int:
+    """Prints each UNet preset: name, resolution, backbone parameters (counted on the meta device), summary."""
+    from zoo.models.presets import describe_presets
+
+    print(f"{'preset':<14} {'px':>4} {'params':>8}  description")
+    for info in describe_presets():
+        print(f"{info.name:<14} {info.resolution:>4} {info.parameters / 1e6:>7.1f}M  {info.summary}")
+    return 0
+
+
+# `python -m zoo list <subject>`: one function per subject.
+LIST_SUBJECTS: dict[str, Callable[[], int]] = {"models": list_models}
+
+
+def list_main(args: list[str]) -> int:
+    if len(args) != 1 or args[0] not in LIST_SUBJECTS:
+        print(f"error: usage: python -m zoo list <subject>; subjects: {', '.join(LIST_SUBJECTS)}", file=sys.stderr)
+        return 2
+    return LIST_SUBJECTS[args[0]]()
+
+
 def usage() -> str:
     lines = ["usage: python -m zoo <verb> [options]", "", "verbs:"]
     lines += [f"  {verb:<10} {text}" for verb, text in {**TRAINER_VERBS, **OTHER_VERBS}.items()]
@@ -86,5 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.generate import main as generate_main
 
         return generate_main(rest)
+    if verb == "list":
+        return list_main(rest)
+    if verb == "cache-text":
+        from zoo.cache_text import main as cache_text_main
+
+        return cache_text_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2

@@ -64,7 +64,10 @@ def main(argv: list[str]) -> int:
     try:
         if not Path(args.ckpt).is_file():
             raise ValueError(f"--ckpt {args.ckpt}: no such file")
-        model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
+        try:
+            model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
+        except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
+            raise ValueError(f"--ckpt {args.ckpt}: not a readable zoo checkpoint ({error})") from error
         if args.adapter:
             from zoo.lora_cli import parse_weighted
             from zoo.lora_io import load_adapters

@@ -49,9 +49,9 @@ FORMAT = "zoo-lora/1"
 
 
 # ------------------------------------------------------------------------------------------------ fingerprints
-def fingerprint(state: dict[str, torch.Tensor], text_encoder: str) -> str:
+def fingerprint(state: dict[str, torch.Tensor], text_encoder: str | dict[str, Any]) -> str:
     """The base fingerprint of a stage network's (adapter-free) state and its text encoder spec."""
-    digest = hashlib.sha256(text_encoder.encode())
+    digest = hashlib.sha256(json.dumps(text_encoder, sort_keys=True, default=str).encode())
     for key in sorted(state):
         t = state[key].detach().to("cpu", torch.float64)
         digest.update(f"{key}:{tuple(t.shape)}:{t.sum().item():.6e}:{t.abs().sum().item():.6e};".encode())

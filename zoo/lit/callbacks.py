@@ -79,7 +79,7 @@ class SampleGrid(Callback):
         path = folder / f"{name}.png"
         sheet.save(path)
         if isinstance(trainer.logger, TensorBoardLogger):
-            tensor = torch.from_numpy(np.asarray(sheet)).permute(2, 0, 1)
+            tensor = torch.from_numpy(np.array(sheet)).permute(2, 0, 1)
             trainer.logger.experiment.add_image(f"samples/{name}", tensor, trainer.global_step)
         self.last_path = path
         return path

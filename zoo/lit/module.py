@@ -23,16 +23,22 @@ from zoo.lit.checkpointing import NonFiniteLossGuard, check_state_compatible, re
 from zoo.lora import LoraSpec, apply_lora, count_lora_layers, count_parameters
 from zoo.models.instruct_unet import ContextTokens, InstructUNet
 from zoo.models.presets import resolve_unet_config
-from zoo.models.text import TextEncoder
+from zoo.models.text import TextEncoder, build_text_encoder
+from zoo.models.text_cache import TextEmbeddingCache
+from zoo.models.weights import LoadReport, load_weights
 
 
 class InstructImagen(LightningModule):
     """The instruction-following base model.
 
     Args:
-        unet: a preset name (`tiny`, `demo`) or a full `UNet2DConditionModel` config dict.
-        text_encoder: `builtin:tiny-t5`, `builtin:small-t5`, or a local transformers folder (frozen).
-        text_max_length: tokens per text (payload and context texts alike).
+        unet: a preset name (`python -m zoo list models`), a full `UNet2DConditionModel` config dict, or a local
+            diffusers UNet/pipeline folder whose `config.json` defines the backbone.
+        text_encoder: frozen; `builtin:tiny-t5`, `builtin:small-t5`, a local transformers folder or hub id, or a
+            `zoo.models.text.TextEncoder` (in YAML by class_path). Its width must equal the UNet's `encoder_hid_dim`,
+            or `cross_attention_dim` when there is none.
+        text_max_length: tokens per text (payload and context texts alike); default 64. An encoder given by
+            class_path brings its own `max_length`: leave this unset.
         image_size: training/sampling resolution in pixels (linked from `data.image_size` by the CLI).
         learning_rate: peak learning rate (paper: 1e-4, App. A.2.2).
         warmup_steps: linear warm-up steps (paper: 10k).
@@ -43,7 +49,12 @@ class InstructImagen(LightningModule):
         num_train_timesteps: diffusion steps of the training schedule.
         sample_steps: sampling steps used by `generate` when not told otherwise (paper: 256).
         guidance_scale: classifier-free guidance scale used by `generate` by default.
-        init_from: a checkpoint whose weights (only) start this run; the new context layers may be missing from it.
+        context_grad: `end_to_end` (paper §2.3) or `no_grad`: whether the loss reaches the shared down stack
+            through the context pass as well as through the denoising pass.
+        text_cache: root of a text-embedding cache (`python -m zoo cache-text`); cached texts skip the encoder.
+        init_from: weights (only) that start this run: a Lightning checkpoint, a diffusers UNet or pipeline folder
+            (e.g. DeepFloyd `IF-I-XL-v1.0/unet`, safetensors only) or a `.safetensors` file. The new context layers
+            are the only keys that may be missing; anything else is an error naming the keys.
         lora: train LoRA adapters (see `zoo.lora.LoraSpec`) instead of the whole network; applied after `init_from`.
         nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training (the last good
             checkpoint is kept).
@@ -52,8 +63,8 @@ class InstructImagen(LightningModule):
     def __init__(
         self,
         unet: str | dict[str, Any] = "tiny",
-        text_encoder: str = "builtin:tiny-t5",
-        text_max_length: int = 64,
+        text_encoder: str | TextEncoder = "builtin:tiny-t5",
+        text_max_length: int | None = None,
         image_size: int = 32,
         learning_rate: float = 1e-4,
         warmup_steps: int = 0,
@@ -64,25 +75,27 @@ class InstructImagen(LightningModule):
         num_train_timesteps: int = 1000,
         sample_steps: int = 50,
         guidance_scale: float = 3.0,
+        context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
+        text_cache: str | None = None,
         init_from: str | None = None,
         lora: LoraSpec | None = None,
         nonfinite_patience: int = 8,
     ) -> None:
         super().__init__()
         lora = LoraSpec.coerce(lora)
-        self.save_hyperparameters(ignore=["lora"])
-        # Stored as a plain dict: checkpoints are read with torch.load(weights_only=True), which refuses classes.
+        # The encoder is saved in its YAML form (a name, or class_path + init_args), never as a module; the LoRA
+        # spec as a plain dict (checkpoints are read with torch.load(weights_only=True), which refuses classes).
+        self.save_hyperparameters(ignore=["text_encoder", "lora"])
         self.hparams["lora"] = lora.to_dict() if lora is not None else None
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
         config = resolve_unet_config(unet)
-        self.text_encoder = TextEncoder(text_encoder, max_length=text_max_length)
-        if config.get("cross_attention_dim") != self.text_encoder.dim:
-            raise ValueError(
-                f"text encoder {text_encoder!r} gives {self.text_encoder.dim}-d embeddings but the UNet's "
-                f"cross_attention_dim is {config.get('cross_attention_dim')}; pick a matching pair"
-            )
-        self.model = InstructUNet(UNet2DConditionModel(**config))
+        self.text_encoder = build_text_encoder(text_encoder, text_max_length)
+        self.hparams["text_encoder"] = text_encoder if isinstance(text_encoder, str) else self.text_encoder.config_spec()
+        check_text_width(config, self.text_encoder)
+        self.model = InstructUNet(UNet2DConditionModel(**config), context_grad=context_grad)
         self.scheduler = make_scheduler(num_train_timesteps)
+        self.text_cache = TextEmbeddingCache(text_cache, self.text_encoder) if text_cache else None
+        self.init_report: LoadReport | None = None
         if init_from is not None:
             self.load_weights(init_from)
         self.lora_config = apply_lora(self.model, lora) if lora is not None else None
@@ -90,6 +103,8 @@ class InstructImagen(LightningModule):
 
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_cache is not None:
+            return self.text_cache.encode(self.text_encoder, texts)
         return self.text_encoder(texts)
 
     def encode_context(self, batch: InstructionBatch, keep: torch.Tensor | None = None) -> ContextTokens:
@@ -192,7 +207,7 @@ class InstructImagen(LightningModule):
         generator = torch.Generator().manual_seed(seed)
         size = self.hparams.image_size
         noise = torch.randn(b, self.model.config.in_channels, size, size, generator=generator).to(self.device)
-        steps = num_inference_steps or self.hparams.sample_steps
+        steps = self.hparams.sample_steps if num_inference_steps is None else num_inference_steps
         return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
 
     def on_fit_start(self) -> None:
@@ -228,24 +243,26 @@ class InstructImagen(LightningModule):
         if self._trainer is not None and self.trainer.training and "zoo_rng_state" in checkpoint:
             restore_rng_state(checkpoint["zoo_rng_state"])  # resuming a fit: continue the same random stream
 
-    def load_weights(self, path: str) -> None:
-        """Weights only (no optimizer or trainer state) from a Lightning checkpoint; the context layers may be new.
+    def load_weights(self, path: str) -> LoadReport:
+        """Weights only (no optimizer or trainer state) from `path` (see `init_from`); reports what was new.
 
         Raises:
-            ValueError: naming missing, unexpected or mis-shaped keys other than the new context layers.
+            ValueError: naming missing, unexpected or mis-shaped keys other than the new context layers, or the
+                config fields where a diffusers folder differs from this backbone.
         """
-        if not Path(path).is_file():
-            raise ValueError(f"init_from: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        own = self.state_dict()
-        shapes = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
-        unexpected = sorted(set(state) - set(own))
-        missing = sorted(k for k in set(own) - set(state) if not k.startswith(("model.context_layers.", "text_encoder.")))
-        if shapes or unexpected or missing:
-            raise ValueError(
-                f"init_from {path} does not fit this model: mismatched shapes {shapes}, unexpected keys "
-                f"{unexpected[:10]}, missing keys {missing[:10]}"
-            )
-        self.load_state_dict(state, strict=False)
+        self.init_report = load_weights(self, path, dict(self.model.unet.config))
+        rank_zero_info(self.init_report.summary())
+        return self.init_report
 
+
+def check_text_width(unet_config: dict[str, Any], encoder: TextEncoder) -> None:
+    """The text encoder's width must be what the UNet reads: `encoder_hid_dim` if set, else `cross_attention_dim`."""
+    hid, cross = unet_config.get("encoder_hid_dim"), unet_config.get("cross_attention_dim")
+    expected = hid if hid is not None else cross
+    if encoder.dim != expected:
+        reads = f"encoder_hid_dim {hid}" if hid is not None else f"cross_attention_dim {cross}"
+        raise ValueError(
+            f"text encoder {encoder.name_or_path!r} gives {encoder.dim}-d embeddings but the UNet reads {expected}-d text "
+            f"({reads}); pick a matching pair, or set encoder_hid_dim: {encoder.dim} in the unet config to add a "
+            "learned projection (diffusers encoder_hid_proj)"
+        )

@@ -11,13 +11,20 @@ weights stay untouched, so any `UNet2DConditionModel` (DeepFloyd IF's included) 
 pretrained one loads with only the new layers missing. Their output projections start at zero, so before training
 the model *is* the text-to-image backbone (tested to 1e-6).
 
+Gradients (`context_grad`): the paper trains end to end (§2.3: "optimized end-to-end"), so by default the loss
+reaches the shared down stack through the context path too. `"no_grad"` runs the context pass under `torch.no_grad()`:
+the down blocks then learn only from the denoising path, and the context pass keeps no activations for backward
+(less memory with many context images).
+
 The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns (kept only
 under gradient checkpointing, which re-runs the forward during backward).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +97,7 @@ class _ContextHook:
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         context = self.owner._context
-        if context is None:
+        if context is None or context.tokens.shape[1] == 0:  # no context at all in this batch: nothing to add
             return output
         layer = self.owner.context_layers[self.key]
         x = args[0]
@@ -105,11 +112,15 @@ class InstructUNet(nn.Module):
 
     Args:
         unet: the backbone (taken as is, never rebuilt or copied).
+        context_grad: `end_to_end` (the paper) or `no_grad` (no gradient through the context pass).
     """
 
-    def __init__(self, unet: UNet2DConditionModel) -> None:
+    def __init__(self, unet: UNet2DConditionModel, context_grad: Literal["end_to_end", "no_grad"] = "end_to_end") -> None:
         super().__init__()
+        if context_grad not in ("end_to_end", "no_grad"):
+            raise ValueError(f"context_grad must be 'end_to_end' or 'no_grad', got {context_grad!r}")
         self.unet = unet
+        self.context_grad = context_grad
         self.context_dim = unet.config.block_out_channels[-1]
         self.context_layers = nn.ModuleDict()
         self._context: ContextTokens | None = None
@@ -167,7 +178,8 @@ class InstructUNet(nn.Module):
         if x.shape[0] == 0:
             empty = torch.zeros(b, 0, self.context_dim, device=images.device, dtype=images.dtype)
             return ContextTokens(empty, torch.zeros(b, 0, dtype=torch.bool, device=images.device))
-        features = self.down_features(x, hidden, hidden_mask)  # (R, C_ctx, h, w)
+        with torch.no_grad() if self.context_grad == "no_grad" else nullcontext():
+            features = self.down_features(x, hidden, hidden_mask)  # (R, C_ctx, h, w)
         r, c, h, w = features.shape
         # 2. scatter back to (B*K, h*w, C_ctx) with zeros for padded items
         tokens = features.new_zeros(b * k, h * w, c)

@@ -1,17 +1,52 @@
 """Named backbone presets: small functions that return a diffusers `UNet2DConditionModel` config.
 
-Attention sits only at the lowest resolution, as in the paper's base model (arXiv 2401.01952 Table 5: attention
-only at 16×16); that stage is also where the new context cross-attention goes (see `zoo.models.instruct_unet`).
+`--model.unet` takes a preset name, a full config dict, or a local diffusers folder (its `config.json`, or the
+`unet/config.json` of a pipeline folder), the way `UNet2DConditionModel.from_config` reads one. `python -m zoo list
+models` prints every preset with its resolution and parameter count, counted on the `meta` device (no weights are
+allocated, so the 4B-parameter presets list in a second).
+
+The paper's base model (arXiv 2401.01952 Table 5, App. A.2.1) in diffusers terms (`paper_base128`):
+- "multiple DBlock/UBlock for each resolution, numResNetBlocksPerBlock=1": 8 DBlocks of one ResNet (plus attention
+  where the resolution has it) are one diffusers down block with `layers_per_block=8` — diffusers' `resnets[i]` /
+  `attentions[i]` pairs are exactly those single-ResNet blocks.
+- Imagen's DBlock downsamples *first* (DBlock-1 is "128→64" and its 8 ResNets run at 64×64), diffusers' down blocks
+  downsample *last*. So the diffusers levels are 128 (the stem only: `layers_per_block` 0), 64 (512 ch), 32 (1024 ch)
+  and 16 (2048 ch, attention): the ResNets and attention sit at the resolutions Table 5 gives.
+- Attention is Imagen's self-attention with the text tokens as extra keys/values (IF's `SimpleCrossAttn*` blocks,
+  no feed-forward), a pooled text embedding is added to the timestep embedding (`addition_embed_type="text"`), and
+  T5-XXL's 4096-d tokens are projected to 2048 (`encoder_hid_dim`).
+- Parameter count: 3.03B before the context layers, against the paper's 2.51B. The difference sits in the 16×16 up
+  block (1.39B): a diffusers up block has `layers_per_block + 1` ResNets, each reading the 2048-channel skip
+  concatenated to its 2048-channel input; Table 5 is silent on skips and lists the UBlock widths one level down.
+  The context layers add 0.30B (paper: 0.25B): one per text attention of the 16×16 stage, 18 of them (8 down,
+  1 mid, 9 up) at 2048 wide.
+
+DeepFloyd IF (`if_stage1_m/l/xl`, `if_stage2`) follows the block layout that diffusers' own converter writes
+(huggingface/diffusers `scripts/convert_if.py`: `create_unet_diffusers_config` and `get_super_res_unet`):
+ResnetDownsample / SimpleCrossAttn blocks, attention at 32/16/8 px, GELU, scale-shift norm, group-norm cross
+attention, `addition_embed_type="text"`, T5-XXL (4096) projected by `encoder_hid_proj`; stage II adds the
+noise-augmentation `class_embed_type="timestep"`, per-level `layers_per_block` and its residual scales. The widths
+(`block_out_channels`, `cross_attention_dim`, stage II's levels) are *fitted to the published parameter counts*
+(IF-I-M 400M, IF-I-L 900M, IF-I-XL 4.3B, IF-II-L 1.2B; the model cards), because the hub's `config.json` files were
+not available offline. The weights' own folder is therefore the source of truth: `--model.unet PATH` builds the
+backbone from the folder's `config.json`, and `--model.init_from PATH` with a preset compares the two configs and
+names every differing field before anything loads.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+# Fields of a diffusers config.json that describe bookkeeping, not the architecture.
+BOOKKEEPING_FIELDS = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
 
 
 def tiny() -> dict[str, Any]:
-    """For tests: ~0.1M parameters, 32 px, text width 32 (pairs with `builtin:tiny-t5`)."""
+    """For tests, 0.25M parameters, text width 32 (pairs with `builtin:tiny-t5`)."""
     return dict(
         sample_size=32,
         in_channels=3,
@@ -28,7 +63,7 @@ def tiny() -> dict[str, Any]:
 
 
 def demo() -> dict[str, Any]:
-    """The CPU main job (`make demo`): 32 px, three resolutions, attention at 8×8, text width 128 (`builtin:small-t5`)."""
+    """The CPU main job (`make demo`), three resolutions, attention at 8×8, text width 128 (`builtin:small-t5`)."""
     return dict(
         sample_size=32,
         in_channels=3,
@@ -44,15 +79,179 @@ def demo() -> dict[str, Any]:
     )
 
 
-PRESETS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": tiny, "demo": demo}
+def paper_base128() -> dict[str, Any]:
+    """The paper's base (Table 5), 512/1024/2048 channels, 8 single-ResNet blocks per resolution, attention at 16×16.
+
+    T5-XXL text. See the module docstring for the mapping to diffusers and the parameter count."""
+    return dict(
+        sample_size=128,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(128, 512, 1024, 2048),  # 128 px: stem only; then Table 5's DBlock-1/2/3 widths
+        layers_per_block=(0, 8, 8, 8),  # 8 DBlocks × numResNetBlocksPerBlock=1 per resolution
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        attention_head_dim=64,
+        cross_attention_dim=2048,
+        encoder_hid_dim=4096,  # T5-XXL (§2.1)
+        addition_embed_type="text",  # Imagen: pooled text embedding added to the timestep embedding
+        addition_embed_type_num_heads=64,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+    )
+
+
+def _if_stage1(width: int) -> dict[str, Any]:
+    """IF stage I (64 px) with base width `width`: channel_mult (1, 2, 3, 4), 3 ResNets per level."""
+    return dict(
+        sample_size=64,
+        in_channels=3,
+        out_channels=6,  # ε and the learned-range variance
+        block_out_channels=(width, 2 * width, 3 * width, 4 * width),
+        layers_per_block=3,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        attention_head_dim=64,
+        cross_attention_dim=4 * width,
+        encoder_hid_dim=4096,
+        encoder_hid_dim_type="text_proj",
+        addition_embed_type="text",
+        addition_embed_type_num_heads=64,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
+        upcast_attention=False,
+    )
+
+
+def if_stage1_m() -> dict[str, Any]:
+    """DeepFloyd IF-I-M layout (card: 400M), widths fitted to the card. See the module docstring."""
+    return _if_stage1(192)
+
+
+def if_stage1_l() -> dict[str, Any]:
+    """DeepFloyd IF-I-L layout (card: 900M), widths fitted to the card. See the module docstring."""
+    return _if_stage1(320)
+
+
+def if_stage1_xl() -> dict[str, Any]:
+    """DeepFloyd IF-I-XL layout (card: 4.3B), widths fitted to the card. See the module docstring."""
+    return _if_stage1(704)
+
+
+def if_stage2() -> dict[str, Any]:
+    """DeepFloyd IF stage II layout, 64 → 256 px super-resolution (IF-II-L card: 1.2B), widths fitted to the card.
+
+    The input is the
+    noisy image and the upsampled low-resolution image (6 channels); the noise-augmentation level enters as
+    `class_labels` (`class_embed_type="timestep"`). See the module docstring."""
+    channels = (160, 320, 640, 960, 1280)
+    return dict(
+        sample_size=256,
+        in_channels=6,
+        out_channels=6,
+        block_out_channels=channels,
+        layers_per_block=(2, 2, 3, 4, 4),
+        down_block_types=("ResnetDownsampleBlock2D",) * 3 + ("SimpleCrossAttnDownBlock2D",) * 2,
+        up_block_types=("SimpleCrossAttnUpBlock2D",) * 2 + ("ResnetUpsampleBlock2D",) * 3,
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        attention_head_dim=64,
+        cross_attention_dim=4096,
+        encoder_hid_dim=4096,
+        encoder_hid_dim_type="text_proj",
+        class_embed_type="timestep",
+        addition_embed_type="text",
+        addition_embed_type_num_heads=64,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
+        time_embedding_dim=channels[-1],
+        time_embedding_act_fn="gelu",
+        resnet_skip_time_act=True,
+        resnet_out_scale_factor=1 / 0.7071,
+        mid_block_scale_factor=1 / 0.7071,
+        only_cross_attention=True,
+        upcast_attention=False,
+    )
+
+
+PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
+    "tiny": tiny,
+    "demo": demo,
+    "paper_base128": paper_base128,
+    "if_stage1_m": if_stage1_m,
+    "if_stage1_l": if_stage1_l,
+    "if_stage1_xl": if_stage1_xl,
+    "if_stage2": if_stage2,
+}
+
+
+def diffusers_config_file(path: str | Path) -> Path | None:
+    """The UNet `config.json` of a diffusers folder: `PATH/config.json`, or `PATH/unet/config.json` for a pipeline."""
+    path = Path(path)
+    for candidate in (path / "config.json", path / "unet" / "config.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_diffusers_config(path: str | Path) -> dict[str, Any]:
+    """The architecture fields of a diffusers UNet folder's `config.json` (bookkeeping fields dropped)."""
+    file = diffusers_config_file(path)
+    if file is None:
+        raise ValueError(f"{path}: no config.json (nor unet/config.json) here; give a diffusers UNet or pipeline folder")
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from error
+    if config.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+        raise ValueError(f"{file}: describes a {config['_class_name']}, not a UNet2DConditionModel")
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING_FIELDS}
 
 
 def resolve_unet_config(unet: str | dict[str, Any]) -> dict[str, Any]:
-    """A preset name or a full config dict → a config dict (a copy; the caller's dict is never changed)."""
+    """A preset name, a config dict or a diffusers folder → a config dict (a copy; the caller's dict is never changed)."""
     if isinstance(unet, str):
-        if unet not in PRESETS:
-            raise ValueError(f"unknown UNet preset {unet!r}; known presets: {sorted(PRESETS)} (or pass a config dict)")
-        return PRESETS[unet]()
+        if unet in PRESETS:
+            return PRESETS[unet]()
+        if Path(unet).is_dir():
+            return read_diffusers_config(unet)
+        raise ValueError(
+            f"unknown UNet preset {unet!r}; known presets: {sorted(PRESETS)} (or pass a config dict or a local diffusers "
+            "folder with config.json)"
+        )
     if isinstance(unet, dict):
         return dict(unet)
-    raise TypeError(f"unet must be a preset name or a config dict, got {type(unet).__name__}")
+    raise TypeError(f"unet must be a preset name, a config dict or a diffusers folder, got {type(unet).__name__}")
+
+
+def count_parameters(config: dict[str, Any]) -> int:
+    """Parameters of the UNet a config describes, built on the `meta` device (nothing is allocated)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    return sum(p.numel() for p in unet.parameters())
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """One line of `python -m zoo list models`."""
+
+    name: str
+    resolution: int
+    parameters: int
+    summary: str
+
+
+def describe_presets() -> list[PresetInfo]:
+    """Every preset with its resolution, parameter count (backbone only, before context layers) and docstring."""
+    infos = []
+    for name, preset in PRESETS.items():
+        config = preset()
+        summary = " ".join((preset.__doc__ or "").split()).split(": ")[0].split(". ")[0]
+        infos.append(PresetInfo(name, config["sample_size"], count_parameters(config), summary))
+    return infos

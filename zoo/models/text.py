@@ -1,8 +1,14 @@
-"""The frozen text encoder: strings → (token embeddings, attention mask).
+"""The frozen text encoder: strings → (token embeddings, attention mask), and how `[ref#N]` markers become tokens.
 
 The paper embeds text with a frozen T5-XXL (arXiv 2401.01952 §3.1, Fig 3). Any transformers encoder works here:
 `name_or_path` is a local folder (or a hub id for users with a network) holding a tokenizer and an encoder; T5-family
-checkpoints load as `T5EncoderModel` so the unused decoder never takes memory.
+checkpoints load as `T5EncoderModel` so the unused decoder never takes memory. In YAML the encoder is either a
+string (`builtin:small-t5`, a folder) or a class_path, so a subclass with its own tokenisation or pooling plugs in:
+
+    model:
+      text_encoder:
+        class_path: zoo.models.text.TextEncoder
+        init_args: {name_or_path: /models/t5-v1_1-xxl, max_length: 128, markers: sentinel}
 
 For offline runs and tests there are built-in encoders, `builtin:tiny-t5` and `builtin:small-t5`: a T5 encoder
 built from a config with seeded random weights and the byte-level ByT5 tokenizer (which needs no vocabulary
@@ -10,20 +16,39 @@ file). A frozen random encoder is still an injective, position-aware feature map
 UNet's cross-attention needs to learn from; its weights are kept in checkpoints because a random init is not
 something to rebuild from a name.
 
-`[ref#N]` markers are plain text for the tokenizer (no special tokens), so any tokenizer handles them; the marker's
-digits and brackets reach the UNet like any other words.
+Markers. "the reference marker corresponds to a special token in the language embedding model" (paper §2.1), so by
+default (`markers="auto"`) each `[ref#N]` becomes one token of its own:
+- `sentinel`: `[ref#N]` → T5's sentinel `<extra_id_{N-1}>` (T5, mT5 and ByT5 tokenizers have 100+ of them, with
+  trained embeddings): one token, no new weights. "auto" picks this whenever the tokenizer has sentinels.
+- `added_tokens`: `[ref#1]` … `[ref#{max_markers}]` are added to the tokenizer as special tokens, with new embedding
+  rows drawn from a generator seeded by `seed` (the encoder is frozen, so the rows stay as drawn and rebuild exactly
+  when a checkpoint that left out a pretrained encoder's weights reloads). "auto" picks this for other tokenizers.
+- `plain`: the marker is ordinary text (brackets, letters and digits reach the UNet as words).
+A marker beyond the available tokens is a ValueError naming it.
+
+Padding positions of the output are zeroed: an embedding then depends only on its text, not on how much padding
+follows it (T5's attention mask already keeps pads out of the real tokens), which is what lets the text-embedding
+cache (`zoo.models.text_cache`) store real tokens only. `fingerprint` identifies everything that shapes the output.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 BUILTIN_ENCODERS: dict[str, dict] = {
-    # d_model must match the UNet preset's cross_attention_dim (checked in InstructUNet).
+    # d_model must match the UNet preset's cross_attention_dim (checked by InstructImagen).
     "builtin:tiny-t5": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
     "builtin:small-t5": dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4),
 }
+MARKER = re.compile(r"\[ref#(\d+)\]")
+T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 
 
 class TextEncoder(nn.Module):
@@ -31,17 +56,33 @@ class TextEncoder(nn.Module):
 
     Args:
         name_or_path: a `builtin:` name (see `BUILTIN_ENCODERS`), a local folder, or a hub id.
-        max_length: texts are padded/truncated to this many tokens. A truncation is not silent for the user:
-            `encode` keeps the first `max_length` tokens, and `max_length` is part of the saved config.
-        seed: seed of the random weights of a `builtin:` encoder.
+        max_length: texts are padded/truncated to this many tokens (part of the fingerprint and the saved config).
+        seed: seed of the random weights of a `builtin:` encoder and of added marker-token rows.
+        markers: how `[ref#N]` is tokenised: `auto`, `sentinel`, `added_tokens` or `plain` (see the module docstring).
+        max_markers: how many marker tokens `added_tokens` adds.
     """
 
-    def __init__(self, name_or_path: str = "builtin:tiny-t5", max_length: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self,
+        name_or_path: str = "builtin:tiny-t5",
+        max_length: int = 64,
+        seed: int = 0,
+        markers: Literal["auto", "sentinel", "added_tokens", "plain"] = "auto",
+        max_markers: int = 16,
+    ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, ByT5Tokenizer, T5Config, T5EncoderModel
 
-        self.name_or_path = name_or_path
-        self.max_length = max_length
+        if max_length < 1:
+            raise ValueError(f"text_encoder max_length must be at least 1, got {max_length}")
+        if markers not in ("auto", "sentinel", "added_tokens", "plain"):
+            raise ValueError(f"text_encoder markers must be auto, sentinel, added_tokens or plain, got {markers!r}")
+        self.name_or_path, self.max_length, self.seed, self.max_markers = name_or_path, max_length, seed, max_markers
+        # What rebuilds this encoder (saved as the module's `text_encoder` hyperparameter). A subclass with
+        # arguments of its own adds them here after calling this __init__.
+        self.init_args: dict[str, Any] = dict(
+            name_or_path=name_or_path, max_length=max_length, seed=seed, markers=markers, max_markers=max_markers
+        )
         if name_or_path.startswith("builtin:"):
             if name_or_path not in BUILTIN_ENCODERS:
                 raise ValueError(
@@ -63,17 +104,104 @@ class TextEncoder(nn.Module):
                     f"text_encoder {name_or_path!r}: no transformers model found there ({error}); give a local folder "
                     "with config.json, weights and tokenizer files, or a builtin: name"
                 ) from error
-            model_class = T5EncoderModel if config.model_type in ("t5", "mt5", "umt5") else AutoModel
+            model_class = T5EncoderModel if config.model_type in T5_MODEL_TYPES else AutoModel
             self.model = model_class.from_pretrained(name_or_path)
             self.from_pretrained = True
+        self.markers = self._resolve_markers(markers)
+        if self.markers == "added_tokens":
+            self._add_marker_tokens()
         self.model.requires_grad_(False)
         self.model.eval()
+        self._fingerprint: str | None = None
 
+    # ------------------------------------------------------------------------------------------------- markers
+    def _has_sentinels(self) -> bool:
+        return self.tokenizer.convert_tokens_to_ids("<extra_id_0>") not in (None, self.tokenizer.unk_token_id)
+
+    def _resolve_markers(self, markers: str) -> str:
+        if markers == "auto":
+            return "sentinel" if self._has_sentinels() else "added_tokens"
+        if markers == "sentinel" and not self._has_sentinels():
+            raise ValueError(
+                f"text_encoder {self.name_or_path!r}: markers='sentinel' needs T5 sentinel tokens (<extra_id_N>), which "
+                "this tokenizer lacks; use markers='added_tokens' or 'plain'"
+            )
+        return markers
+
+    def _add_marker_tokens(self) -> None:
+        from tokenizers import AddedToken
+
+        tokens = [AddedToken(f"[ref#{n}]", special=True, normalized=False) for n in range(1, self.max_markers + 1)]
+        self.tokenizer.add_tokens(tokens, special_tokens=True)
+        embeddings = self.model.get_input_embeddings()
+        old = embeddings.weight.shape[0]
+        if len(self.tokenizer) <= old:
+            return
+        self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+        weight = self.model.get_input_embeddings().weight
+        # Seeded on purpose: a frozen encoder never trains these rows, and they must come back identical on reload.
+        generator = torch.Generator().manual_seed(self.seed)
+        mean, std = weight[:old].mean(0), weight[:old].std(0)
+        with torch.no_grad():
+            rows = mean + std * torch.randn(weight.shape[0] - old, weight.shape[1], generator=generator)
+            weight[old:] = rows.to(weight.dtype)
+
+    def marker_tokens(self, n: int) -> list[int]:
+        """Token ids that `[ref#n]` becomes (one id unless markers='plain')."""
+        return self.tokenizer(self.prepare(f"[ref#{n}]"), add_special_tokens=False).input_ids
+
+    def prepare(self, text: str) -> str:
+        """The text as the tokenizer sees it: markers rewritten for `sentinel`, checked for `added_tokens`."""
+        if self.markers == "plain":
+            return text
+        limit = self.max_markers if self.markers == "added_tokens" else self._sentinel_count()
+
+        def replace(match: re.Match) -> str:
+            n = int(match.group(1))
+            if not 1 <= n <= limit:
+                raise ValueError(f"marker {match.group(0)} has no token: markers={self.markers!r} supports [ref#1]..[ref#{limit}]")
+            return f"<extra_id_{n - 1}>" if self.markers == "sentinel" else match.group(0)
+
+        return MARKER.sub(replace, text)
+
+    def _sentinel_count(self) -> int:
+        count = 0
+        while self.tokenizer.convert_tokens_to_ids(f"<extra_id_{count}>") not in (None, self.tokenizer.unk_token_id):
+            count += 1
+        return count
+
+    # ---------------------------------------------------------------------------------------------- properties
     @property
     def dim(self) -> int:
-        """Width of the token embeddings (must equal the UNet's cross_attention_dim)."""
+        """Width of the token embeddings (must equal the UNet's encoder_hid_dim, or cross_attention_dim without one)."""
         config = self.model.config
         return getattr(config, "d_model", None) or config.hidden_size
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of everything that shapes the output: class, model config, weights, tokenizer, max_length, markers.
+
+        Computed once per instance (hashing T5-XXL's weights takes seconds, not minutes)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            header = {
+                "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "config": self.model.config.to_dict(),
+                "tokenizer": type(self.tokenizer).__name__,
+                "max_length": self.max_length,
+                "markers": self.markers,
+            }
+            digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+            digest.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+            for key, tensor in sorted(self.model.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def config_spec(self) -> dict[str, Any]:
+        """`{"class_path": ..., "init_args": ...}`: the YAML form that rebuilds this encoder."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self.init_args)}
 
     def train(self, mode: bool = True) -> TextEncoder:
         # Frozen (paper Fig 3): dropout stays off even while the rest of the model trains.
@@ -84,11 +212,43 @@ class TextEncoder(nn.Module):
         """Encodes texts.
 
         Returns:
-            embeddings (B, L, D) and mask (B, L) bool, True for real tokens. L = max_length.
+            embeddings (B, L, D), zero at padding, and mask (B, L) bool, True for real tokens. L = max_length.
         """
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+            [self.prepare(text) for text in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         ).to(device)
+        mask = tokens.attention_mask.bool()
         hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
-        return hidden, tokens.attention_mask.bool()
+        return hidden * mask[..., None].to(hidden.dtype), mask
+
+
+def build_text_encoder(spec: str | TextEncoder | dict[str, Any], max_length: int | None = None) -> TextEncoder:
+    """A `TextEncoder` from a name/path, an instance, or a `{"class_path", "init_args"}` dict (a checkpoint's form).
+
+    `max_length` applies to names and paths; for an instance or a dict it must be None or agree with the encoder's own.
+    A dict's class must be an already-imported `TextEncoder` subclass: a checkpoint never makes this import code.
+    """
+    if isinstance(spec, str):
+        return TextEncoder(spec, max_length=64 if max_length is None else max_length)
+    if isinstance(spec, dict):
+        class_path = spec.get("class_path", "")
+        module_name, _, name = class_path.rpartition(".")
+        cls = getattr(sys.modules.get(module_name), name, None)
+        if not (isinstance(cls, type) and issubclass(cls, TextEncoder)):
+            raise ValueError(
+                f"text_encoder class_path {class_path!r} is not an imported TextEncoder subclass; import its module first"
+            )
+        spec = cls(**spec.get("init_args", {}))
+    if not isinstance(spec, TextEncoder):
+        raise TypeError(f"text_encoder must be a name, a path or a TextEncoder, got {type(spec).__name__}")
+    if max_length is not None and max_length != spec.max_length:
+        raise ValueError(
+            f"text_max_length={max_length} disagrees with the text encoder's own max_length={spec.max_length}; "
+            "set max_length in the encoder's init_args and leave text_max_length unset"
+        )
+    return spec

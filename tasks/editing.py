@@ -1,0 +1,146 @@
+"""Mask-based editing: change what lies under a mask in a content image, in MagicBrush's format (paper §5.3).
+
+Owns the `Editing` task plugin. As in the paper's Fig 7, the mask and the source image go in as context entries,
+"[ref#1] mask" and "[ref#2] content image", and the payload reads "Edit the [ref#1] mask area of the [ref#2]
+content image and reflect the change: <instruction>" (the first template of tasks/templates/editing.txt; the others
+rephrase it, all with the placeholder {change} and both markers). The instruction's `mask` is the edit mask too.
+
+- World: scene i, one edit — recolour, reshape or re-pattern an object, add an object (to a one-object scene) or
+  remove one (from a two-object scene) — and its mask: every pixel either version of the edited object touches,
+  grown by one pixel, so source and target are identical outside it.
+- Dataset: MagicBrush's columns, `source_img`, `mask_img` (white = the area to edit), `instruction`, `target_img`;
+  `osunlp/MagicBrush` reads with no column mapping. Source, mask and target must have one size (else the row is
+  bad: the edit would not line up); non-binary masks are bad rows unless `source.mask_threshold` is set.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from PIL import Image, ImageFilter
+
+from tasks.scoring import object_checks
+from tasks.world import (
+    COLOURS,
+    PATTERNS,
+    POSITION_PHRASES,
+    POSITION_PAIRS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    SceneObject,
+    World,
+    render,
+    silhouettes,
+)
+from zoo.instruction import ContextItem, Instruction
+from zoo.sources import DatasetSource, RowError, fit_square
+from zoo.task import TemplatedTask
+
+MASK_TEXT, CONTENT_TEXT = "[ref#1] mask", "[ref#2] content image"
+STYLE = "flat"
+EDITS = ("recolour", "reshape", "repattern", "add", "remove")
+
+
+def edit_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str, str, dict[str, list[str]]]:
+    """(edited scene, edit kind, instruction, scoring conditions) for one random edit of `scene`."""
+    free = [p for p in POSITIONS if len(scene.objects) == 1 and {p, scene.objects[0].position} in _APART]
+    kinds = [k for k in EDITS if (k != "add" or free) and (k != "remove" or len(scene.objects) > 1)]
+    kind = rng.choice(kinds)
+    k = rng.randrange(len(scene.objects))
+    obj = scene.objects[k]
+    name = f"{obj.colour} {obj.shape}"
+
+    def with_object(new: SceneObject) -> Scene:
+        return Scene(scene.background, (*scene.objects[:k], new, *scene.objects[k + 1:]))
+
+    if kind == "recolour":  # to a colour no object has, so the caption still tells the objects apart
+        colour = rng.choice([c for c in COLOURS if c not in {o.colour for o in scene.objects}])
+        return with_object(replace(obj, colour=colour)), kind, f"change the {name} to {colour}", _checks(k, "colour")
+    if kind == "reshape":
+        shape = rng.choice([s for s in SHAPES if s != obj.shape])
+        return with_object(replace(obj, shape=shape)), kind, f"turn the {name} into a {shape}", _checks(k, "shape")
+    if kind == "repattern":
+        pattern = rng.choice([p for p in PATTERNS if p != obj.pattern])
+        return with_object(replace(obj, pattern=pattern)), kind, f"make the {name} {pattern}", _checks(k, "pattern")
+    if kind == "add":  # into the half opposite the lone object, as the world's two-object scenes are laid out
+        position = rng.choice(free)
+        colour = rng.choice([c for c in COLOURS if c != obj.colour])
+        new = SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), position, rng.choice(list(SIZES)))
+        edited = Scene(scene.background, (*scene.objects, new))
+        text = f"add a {new.size} {new.colour} {new.pattern} {new.shape} {POSITION_PHRASES[position]}"
+        conditions = {"edit": [*object_checks(edited, "colour", "shape", "position", objects=range(1, 2)), "unedited"]}
+        return edited, kind, text, {**conditions, "preserve": ["preserve"]}
+    edited = Scene(scene.background, tuple(o for i, o in enumerate(scene.objects) if i != k))
+    return edited, kind, f"remove the {name}", {"edit": ["unedited"], "preserve": ["preserve"]}
+
+
+def _checks(k: int, attribute: str) -> dict[str, list[str]]:
+    return {"edit": [f"object{k}.{attribute}", "unedited"], "preserve": ["preserve"]}
+
+
+# Positions that never overlap: the opposite halves of the world's two-object scenes.
+_APART = [set(pair) for pair in POSITION_PAIRS]
+
+
+def edit_mask(before: Scene, after: Scene, size: int) -> Image.Image:
+    """Every pixel an object that differs between the scenes touches, grown by one pixel (binary L, 255 inside)."""
+    changed = set(before.objects) ^ set(after.objects)
+    return silhouettes(changed, size, touched=True).filter(ImageFilter.MaxFilter(3))
+
+
+class Editing(TemplatedTask):
+    name = "editing"
+    default_templates = Path(__file__).parent / "templates" / "editing.txt"
+    placeholders = frozenset({"change"})
+    markers = ("[ref#1]", "[ref#2]")
+    columns = ("source_img", "mask_img", "instruction", "target_img")
+
+    def __init__(
+        self,
+        num_examples: int | None = None,
+        seed: int = 0,
+        image_size: int = 32,
+        templates: str | None = None,
+        source: DatasetSource | None = None,
+    ) -> None:
+        super().__init__(num_examples, seed, image_size, templates, source)
+        self.world = World(seed)
+
+    def from_world(self, index: int, rng: random.Random) -> Instruction:
+        scene = self.world.scene(index)
+        edited, kind, change, conditions = edit_scene(scene, rng)
+        mask = edit_mask(scene, edited, self.image_size)
+        return self._instruction(
+            rng, change, mask, render(scene, self.image_size, STYLE), render(edited, self.image_size, STYLE),
+            meta={"edit": kind, "change": change, "source_scene": asdict(scene), "scene": asdict(edited),
+                  "style": STYLE, "conditions": conditions},
+        )
+
+    def from_rows(self, index: int, rng: random.Random) -> Instruction:
+        row = self.index[index]
+        change = self.rows.text(row, "instruction")
+        source, target = self.rows.image(row, "source_img"), self.rows.image(row, "target_img")
+        mask = self.rows.mask(row, "mask_img")
+        for column, image in (("mask_img", mask), ("target_img", target)):
+            if image.size != source.size:
+                raise RowError(self.rows.row_id(row), f"{column} is {image.size}, source_img is {source.size}")
+        size = self.image_size
+        return self._instruction(
+            rng, change, fit_square(mask, size, Image.Resampling.NEAREST), fit_square(source, size),
+            fit_square(target, size), meta={"change": change, "row_id": self.rows.row_id(row)},
+        )
+
+    def _instruction(self, rng: random.Random, change: str, mask: Image.Image, source: Image.Image,
+                     target: Image.Image, meta: dict) -> Instruction:
+        return Instruction(
+            text=self.fill(rng, change=change),
+            context=[ContextItem("[ref#1]", MASK_TEXT, mask), ContextItem("[ref#2]", CONTENT_TEXT, source)],
+            target=target,
+            mask=mask,
+            task=self.name,
+            meta=meta,
+        )

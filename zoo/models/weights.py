@@ -1,0 +1,129 @@
+"""Weights for `--model.init_from`: a Lightning checkpoint or a diffusers UNet folder, checked key by key.
+
+Accepted sources:
+- a Lightning `.ckpt` (read with `torch.load(weights_only=True)`: tensors and plain containers only);
+- a diffusers UNet folder (`config.json` + `diffusion_pytorch_model[.fp16].safetensors`, or a sharded
+  `...safetensors.index.json`), e.g. `IF-I-XL-v1.0/unet`, or a pipeline folder holding `unet/`;
+- a bare `.safetensors` file of UNet weights (diffusers key names).
+Weights are read from safetensors only: a folder with `.bin` files alone is refused (pickles can run code).
+
+The check: the new context layers (and a text encoder's weights, rebuilt from its own source) are the only keys
+allowed to be missing; an unexpected key, any other missing key or a shape mismatch is a ValueError that lists the
+keys with both shapes. A diffusers folder's `config.json` is compared with the backbone's config first, field by
+field, so a preset that does not describe the folder fails with the differing fields named.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from zoo.models.presets import diffusers_config_file, read_diffusers_config
+
+UNET_PREFIX = "model.unet."
+ALLOWED_MISSING = ("model.context_layers.", "text_encoder.")
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+INDEX_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.fp16.safetensors.index.json")
+SHOWN = 20  # keys listed per kind in an error message
+
+
+@dataclass
+class LoadReport:
+    """What `init_from` loaded: `kind` is "lightning", "diffusers" or "safetensors"."""
+
+    source: str
+    kind: str
+    loaded: int
+    new_keys: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        layers = sorted({key.split(".")[2] for key in self.new_keys if key.startswith("model.context_layers.")})
+        return (
+            f"init_from {self.source} ({self.kind}): loaded {self.loaded} tensors; not in the source, as expected: "
+            f"{len(layers)} new context layers ({len(self.new_keys)} tensors, zero-initialised output)"
+        )
+
+
+def _listing(items: list[str]) -> str:
+    more = f" … and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return "; ".join(items[:SHOWN]) + more
+
+
+def _diffusers_weights(folder: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_NAMES:
+        if (folder / name).is_file():
+            return load_file(str(folder / name))
+    for name in INDEX_NAMES:
+        if (folder / name).is_file():
+            shards = sorted(set(json.loads((folder / name).read_text(encoding="utf-8"))["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(load_file(str(folder / shard)))
+            return state
+    pickles = sorted(p.name for p in folder.glob("*.bin"))
+    hint = f" (found {pickles}: pickle files are never loaded; convert them with diffusers' save_pretrained(safe_serialization=True))" if pickles else ""
+    raise ValueError(f"init_from {folder}: no diffusion_pytorch_model.safetensors here{hint}")
+
+
+def compare_configs(folder_config: dict, unet_config: dict, source: str) -> None:
+    """Raises ValueError naming every field where the folder's config.json and the backbone's config differ."""
+
+    def normal(value):  # tuples and lists compare equal, as they do after a JSON round trip
+        return json.loads(json.dumps(value))
+
+    differ = [
+        f"{key}: folder {normal(value)!r} vs model {normal(unet_config[key])!r}"
+        for key, value in sorted(folder_config.items())
+        if key in unet_config and normal(value) != normal(unet_config[key])
+    ]
+    if differ:
+        raise ValueError(
+            f"init_from {source}: its config.json does not describe the chosen backbone; differing fields: "
+            f"{_listing(differ)}. Use --model.unet {source} to build the backbone from the folder's own config"
+        )
+
+
+def read_source(path: str, unet_config: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of `path`, keyed as InstructImagen's own state dict, and the source kind."""
+    source = Path(path)
+    if source.is_dir():
+        config_file = diffusers_config_file(source)
+        if config_file is None:
+            raise ValueError(f"init_from {path}: a folder without config.json or unet/config.json; give a diffusers UNet folder")
+        compare_configs(read_diffusers_config(config_file.parent), unet_config, path)
+        state = _diffusers_weights(config_file.parent)
+        return {UNET_PREFIX + key: value for key, value in state.items()}, "diffusers"
+    if not source.is_file():
+        raise ValueError(f"init_from: {path} does not exist")
+    if source.suffix == ".safetensors":
+        return {UNET_PREFIX + key: value for key, value in load_file(str(source)).items()}, "safetensors"
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for non-checkpoints; the user needs the path and cause
+        raise ValueError(f"init_from {path}: not a readable Lightning checkpoint ({error})") from error
+    return checkpoint.get("state_dict", checkpoint), "lightning"
+
+
+def load_weights(module: torch.nn.Module, path: str, unet_config: dict) -> LoadReport:
+    """Loads `path` into `module` (an InstructImagen) after checking every key and shape.
+
+    Raises:
+        ValueError: listing unexpected keys, missing keys other than the new context layers, and mismatched shapes.
+    """
+    state, kind = read_source(path, unet_config)
+    own = module.state_dict()
+    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(ALLOWED_MISSING))
+    if shapes or unexpected or missing:
+        parts = [f"{len(shapes)} mismatched shapes: {_listing(shapes)}" if shapes else ""]
+        parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}" if unexpected else "")
+        parts.append(f"{len(missing)} missing keys: {_listing(missing)}" if missing else "")
+        raise ValueError(f"init_from {path} does not fit this model — " + " | ".join(p for p in parts if p))
+    module.load_state_dict(state, strict=False)
+    new_keys = sorted(k for k in set(own) - set(state) if k.startswith("model.context_layers."))
+    return LoadReport(path, kind, len(state), new_keys)
