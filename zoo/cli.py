@@ -22,6 +22,7 @@ OTHER_VERBS = {
     "generate": "instruction text + --ref images → PNGs (python -m zoo generate --help)",
     "list": "list models|tasks: UNet presets with parameter counts, or task plugins with their import status",
     "data": "see a recipe's training instructions (python -m zoo data preview --config recipes/stage2.yaml)",
+    "lora": "export | info | mix | merge LoRA adapters (python -m zoo lora --help)",
     "cache-text": "embed a recipe's texts once, to disk (python -m zoo cache-text --config recipe.yaml)",
     "evaluate": "checkpoints × an eval suite → Table-4-style report (python -m zoo evaluate --help)",
     "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
@@ -33,6 +34,23 @@ class ZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.image_size", "model.image_size")
+
+    def before_instantiate_classes(self) -> None:
+        """`fit --ckpt_path last|FILE` resumes into the run directory that wrote the checkpoint (same logger version)."""
+        if self.subcommand != "fit" or not self.config.fit.get("ckpt_path"):
+            return
+        from zoo.lit.checkpointing import resolve_resume
+
+        config = self.config.fit
+        config.ckpt_path, run = resolve_resume(config.ckpt_path, config.trainer.default_root_dir or ".")
+        logger = config.trainer.logger
+        if run is None or logger is False:
+            return
+        if logger in (None, True):
+            config.trainer.logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": run}
+        elif isinstance(getattr(logger, "init_args", None), dict | type(config)):
+            for key, value in run.items():
+                logger.init_args[key] = value
 
 
 def run_lightning(args: list[str] | None) -> None:
@@ -93,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if verb in TRAINER_VERBS:
         run_lightning(None if from_sys_argv else [verb, *rest])
         return 0
+    if verb == "lora":
+        from zoo.lora_cli import main as lora_main
+
+        return lora_main(rest)
     if verb == "generate":
         from zoo.generate import main as generate_main
 

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample_steps)")
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]", help="LoRA adapter folder (repeatable, weights mix them)")
     return parser
 
 
@@ -67,6 +68,11 @@ def main(argv: list[str]) -> int:
             model = InstructImagen.load_from_checkpoint(args.ckpt, map_location="cpu")
         except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
             raise ValueError(f"--ckpt {args.ckpt}: not a readable zoo checkpoint ({error})") from error
+        if args.adapter:
+            from zoo.lora_cli import parse_weighted
+            from zoo.lora_io import load_adapters
+
+            load_adapters(model, [parse_weighted(value) for value in args.adapter])
         instruction = build_instruction(args.text, args.ref, args.ref_text, model.hparams.image_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -4,7 +4,9 @@ SampleGrid renders a fixed set of held-out instructions with fixed seeds during 
 
 The instructions are the first `num_samples` of the data module's validation set, so every render of a run shows
 the same instructions with the same noise: what changes between sheets is the model. Each sheet is written as a
-PNG under `<log_dir>/samples/` and, when the logger is TensorBoard, logged as an image too.
+PNG under `<log_dir>/samples/` (the run directory of the TensorBoard or CSV logger) and, when the logger is
+TensorBoard, logged as an image too. When the run keeps an EMA (`EMAWeightAveraging`), the sheets show the averaged
+weights, the ones that are exported and sampled from.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -62,7 +65,16 @@ class SampleGrid(Callback):
         guidance = Guidance(scale=self.guidance_scale) if self.guidance_scale is not None else None
         was_training = pl_module.training
         pl_module.eval()
-        images = pl_module.generate(instructions, self.num_inference_steps, guidance, seed=self.seed)
+        # Swapping is Lightning's own way to show EMA weights (it does so for validation); after training ends
+        # both copies hold the average, so the swap is harmless there too.
+        averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging) and cb._average_model is not None]
+        for callback in averaging:
+            callback._swap_models(pl_module)
+        try:
+            images = pl_module.generate(instructions, self.num_inference_steps, guidance, seed=self.seed)
+        finally:
+            for callback in averaging:
+                callback._swap_models(pl_module)
         pl_module.train(was_training)
         sheet = instruction_grid(instructions, images)
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"

@@ -19,6 +19,8 @@ from zoo.diffusion.objective import condition_dropout, v_loss
 from zoo.diffusion.sampler import Guidance, sample
 from zoo.diffusion.schedule import make_scheduler
 from zoo.instruction import Instruction, InstructionBatch, collate_instructions
+from zoo.lit.checkpointing import NonFiniteLossGuard, check_state_compatible, restore_rng_state, rng_state
+from zoo.lora import LoraSpec, apply_lora, count_lora_layers, count_parameters
 from zoo.models.instruct_unet import ContextTokens, InstructUNet
 from zoo.models.presets import resolve_unet_config
 from zoo.models.text import TextEncoder, build_text_encoder
@@ -53,6 +55,9 @@ class InstructImagen(LightningModule):
         init_from: weights (only) that start this run: a Lightning checkpoint, a diffusers UNet or pipeline folder
             (e.g. DeepFloyd `IF-I-XL-v1.0/unet`, safetensors only) or a `.safetensors` file. The new context layers
             are the only keys that may be missing; anything else is an error naming the keys.
+        lora: train LoRA adapters (see `zoo.lora.LoraSpec`) instead of the whole network; applied after `init_from`.
+        nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training (the last good
+            checkpoint is kept).
     """
 
     def __init__(
@@ -73,10 +78,15 @@ class InstructImagen(LightningModule):
         context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
         text_cache: str | None = None,
         init_from: str | None = None,
+        lora: LoraSpec | None = None,
+        nonfinite_patience: int = 8,
     ) -> None:
         super().__init__()
-        # The encoder is saved in its YAML form (a name, or class_path + init_args), never as a module.
-        self.save_hyperparameters(ignore=["text_encoder"])
+        lora = LoraSpec.coerce(lora)
+        # The encoder is saved in its YAML form (a name, or class_path + init_args), never as a module; the LoRA
+        # spec as a plain dict (checkpoints are read with torch.load(weights_only=True), which refuses classes).
+        self.save_hyperparameters(ignore=["text_encoder", "lora"])
+        self.hparams["lora"] = lora.to_dict() if lora is not None else None
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
         config = resolve_unet_config(unet)
         self.text_encoder = build_text_encoder(text_encoder, text_max_length)
@@ -88,6 +98,8 @@ class InstructImagen(LightningModule):
         self.init_report: LoadReport | None = None
         if init_from is not None:
             self.load_weights(init_from)
+        self.lora_config = apply_lora(self.model, lora) if lora is not None else None
+        self.nonfinite = NonFiniteLossGuard(nonfinite_patience)
 
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +127,14 @@ class InstructImagen(LightningModule):
         text, text_mask = self.encode_text(texts)
         context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.device))
         loss = v_loss(lambda x_t, t: self.model(x_t, t, text, text_mask, context), self.scheduler, batch.target)
+        # A NaN/inf loss on any rank skips the step on every rank (returning None skips backward and the update).
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        self.nonfinite.update(finite, self.global_step)
+        self.log("train/skipped_nonfinite", float(self.nonfinite.total), batch_size=len(batch))
+        if not finite:
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
@@ -190,8 +210,19 @@ class InstructImagen(LightningModule):
         steps = self.hparams.sample_steps if num_inference_steps is None else num_inference_steps
         return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
 
+    def on_fit_start(self) -> None:
+        trainable, total = count_parameters(self)
+        what = f"LoRA rank {self.hparams.lora['rank']} on {count_lora_layers(self.model)} layers" if self.lora_config else "full"
+        rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {what})")
+
     # ---------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never write non-finite weights: the last good checkpoint stays the newest one.
+        bad = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise RuntimeError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]}; the last good checkpoint is kept")
+        checkpoint["zoo_rng_state"] = rng_state()
+        checkpoint["zoo_nonfinite"] = self.nonfinite.state_dict()
         # A pretrained text encoder reloads from its path; keep it out of every checkpoint (it can be GBs).
         if self.text_encoder.from_pretrained:
             state = checkpoint["state_dict"]
@@ -202,6 +233,15 @@ class InstructImagen(LightningModule):
         state = checkpoint["state_dict"]
         if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
             state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
+        if self.lora_config is not None and state and all(".lora_" in k for k in state):
+            # an adapter-only checkpoint (zoo.lit.fsdp.FSDPStrategyForLoRA): the frozen base comes from init_from
+            state.update({k: v for k, v in self.state_dict().items() if k not in state})
+        check_state_compatible(self.state_dict(), state, "the checkpoint")
+        if "current_model_state" in checkpoint:  # written by EMAWeightAveraging: the live (non-averaged) weights
+            check_state_compatible(self.state_dict(), checkpoint["current_model_state"], "the checkpoint's current_model_state")
+        self.nonfinite.load_state_dict(checkpoint.get("zoo_nonfinite", {}))
+        if self._trainer is not None and self.trainer.training and "zoo_rng_state" in checkpoint:
+            restore_rng_state(checkpoint["zoo_rng_state"])  # resuming a fit: continue the same random stream
 
     def load_weights(self, path: str) -> LoadReport:
         """Weights only (no optimizer or trainer state) from `path` (see `init_from`); reports what was new.

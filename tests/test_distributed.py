@@ -1,0 +1,62 @@
+"""Many devices: DDP on 2 CPU processes (gloo) from the same recipe, and the FSDP wrap policy for LoRA runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cli_helpers import run_zoo, tiny_recipe, write_recipe
+from conftest import build_tiny_model
+from zoo.lit.fsdp import LoraWrapPolicy, adapter_only
+
+
+def test_ddp_on_two_cpu_processes_gives_each_rank_different_data(tmp_path) -> None:
+    recipe = tiny_recipe(tmp_path / "run")
+    recipe["trainer"].update(max_steps=2, devices=2, strategy="ddp")
+    recipe["trainer"]["callbacks"].append({"class_path": "cli_helpers.DumpBatchTexts", "init_args": {"folder": str(tmp_path / "texts")}})
+    result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "ddp.yaml", recipe)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = (tmp_path / "texts" / "rank0.txt").read_text().splitlines()
+    rank1 = (tmp_path / "texts" / "rank1.txt").read_text().splitlines()
+    assert len(rank0) == len(rank1) == 4  # 2 steps × batch 2 on each rank
+    assert not set(rank0) & set(rank1)  # DistributedSamplerWrapper split the mixture's epoch between the ranks
+    assert (tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return list(LoraWrapPolicy()._run_policy(model, set(), {}))
+
+
+def own_parameters(unit: torch.nn.Module, units: set[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    """The parameters FSDP would flatten into `unit`: its own, minus those of nested units."""
+    nested = {id(p) for sub in unit.modules() if sub is not unit and sub in units for p in sub.parameters()}
+    return [p for p in unit.parameters() if id(p) not in nested]
+
+
+def test_fsdp_policy_keeps_frozen_and_lora_parameters_in_separate_units() -> None:
+    model = build_tiny_model(lora={"rank": 2})
+    units = set(fsdp_units(model)) | {model}  # the root is a unit too
+    lora_units = 0
+    for unit in units:
+        params = own_parameters(unit, units)
+        flags = {p.requires_grad for p in params}
+        assert len(flags) <= 1, f"{type(unit).__name__} mixes frozen and trainable parameters"
+        lora_units += flags == {True}
+    assert lora_units == 2 * 48  # each lora_A and lora_B of the 48 adapted layers
+
+
+def test_adapter_only_state_keeps_lora_entries() -> None:
+    state = build_tiny_model(lora={"rank": 2}).state_dict()
+    kept = adapter_only(state)
+    assert kept and all(".lora_" in k for k in kept) and len(kept) == 2 * 48
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs 2 CUDA devices")
+def test_fsdp_lora_run_saves_adapter_weights_only(tmp_path) -> None:
+    recipe = tiny_recipe(tmp_path / "run", lora={"rank": 2})
+    recipe["trainer"].update(max_steps=2, devices=2, accelerator="gpu", strategy="zoo.lit.fsdp.FSDPStrategyForLoRA")
+    result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "fsdp.yaml", recipe)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(next((tmp_path / "run").glob("**/last.ckpt")), weights_only=True)
+    assert checkpoint["state_dict"] and all(".lora_" in k for k in checkpoint["state_dict"])

@@ -1,0 +1,130 @@
+"""Start vs resume: exact resume after a real kill (weights, EMA, optimizer, schedule, RNG, data position, run dir),
+atomic checkpoint writes, checkpoints of another model, and NaN/inf losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from cli_helpers import run_zoo, tiny_recipe, write_recipe
+from conftest import build_tiny_model
+
+EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}
+
+
+def recipe(root: Path, steps: int, kill_at: int | None = None, **model) -> dict:
+    r = tiny_recipe(root, warmup_steps=3, **model)
+    r["trainer"]["max_steps"] = steps
+    r["trainer"]["callbacks"].append(EMA)
+    if kill_at is not None:
+        r["trainer"]["callbacks"].append({"class_path": "cli_helpers.KillAfterStep", "init_args": {"step": kill_at}})
+    return r
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
+    """2 steps, SIGKILL-like exit, resume for 2 more == 4 uninterrupted steps (live and EMA weights, to 1e-6).
+
+    The kill falls on an epoch boundary (2 steps per epoch): the data position restored is the epoch counter that
+    Lightning's fit loop keeps, and the mixture's sampler is a pure function of it (`EpochSampler.set_epoch`).
+    """
+    full = run_zoo("fit", "--config", str(write_recipe(tmp_path / "full.yaml", recipe(tmp_path / "full", 4, lora={"rank": 2}))))
+    assert full.returncode == 0, full.stderr[-3000:]
+    first = run_zoo("fit", "--config", str(write_recipe(tmp_path / "a.yaml", recipe(tmp_path / "resumed", 4, kill_at=2, lora={"rank": 2}))))
+    assert first.returncode == 17, first.stderr[-3000:]  # killed by KillAfterStep, no teardown
+    run_dir = tmp_path / "resumed" / "lightning_logs" / "version_0"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    second = run_zoo("fit", "--config", str(write_recipe(tmp_path / "b.yaml", recipe(tmp_path / "resumed", 4, lora={"rank": 2}))), "--ckpt_path", "last")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Restored all states" in second.stderr
+    assert sorted(p.name for p in (tmp_path / "resumed" / "lightning_logs").iterdir()) == ["version_0"]  # same run dir
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # the logger wrote its second session there
+
+    a = torch.load(tmp_path / "full" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    for key in ("state_dict", "current_model_state"):  # EMA weights and live weights
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            torch.testing.assert_close(b[key][name], a[key][name], atol=1e-6, rtol=0, msg=f"{key}/{name}")
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        torch.testing.assert_close(sb["exp_avg"], sa["exp_avg"], atol=1e-6, rtol=0)
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch) -> None:
+    """A write that dies half-way leaves the previous checkpoint intact (Lightning's `_atomic_save`)."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    io, path = TorchCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_checkpoint_of_another_model_is_refused_naming_keys_and_shapes() -> None:
+    lora = build_tiny_model(lora={"rank": 2})
+    full = build_tiny_model()
+    with pytest.raises(ValueError, match=r"another recipe or model.*unexpected keys.*lora_A"):
+        full.on_load_checkpoint({"state_dict": lora.state_dict()})
+    other = build_tiny_model(text_max_length=16, unet={**__import__("zoo.models.presets", fromlist=["tiny"]).tiny(), "block_out_channels": (16, 48)})
+    with pytest.raises(ValueError, match=r"mismatched shapes.*\(48,\).*\(32,\)"):
+        full.on_load_checkpoint({"state_dict": other.state_dict()})
+
+
+# --------------------------------------------------------------------------------------------- NaN / inf loss
+def nan_trainer(tmp_path: Path, monkeypatch, bad_calls: set[int], patience: int, steps: int):
+    import zoo.lit.module as module
+    from tasks.styled_generation import StyledGeneration
+    from zoo.lit.data import InstructionDataModule
+
+    calls = {"n": 0}
+    real = module.v_loss
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] in bad_calls else loss
+
+    monkeypatch.setattr(module, "v_loss", flaky)
+    model = build_tiny_model(nonfinite_patience=patience, learning_rate=1e-3, drop_text_and_context=0.0, drop_context=0.0)
+    data = InstructionDataModule([StyledGeneration(num_examples=40, seed=1, image_size=16)], image_size=16, batch_size=2, samples_per_epoch=20)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_top_k=-1)
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", logger=False, callbacks=[checkpoint],
+        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+    )
+    return trainer, model, data
+
+
+def test_nonfinite_loss_skips_the_step_and_counts_it(tmp_path, monkeypatch) -> None:
+    trainer, model, data = nan_trainer(tmp_path, monkeypatch, bad_calls={2, 3}, patience=3, steps=3)
+    trainer.fit(model, data)
+    # Lightning still counts a skipped step in global_step (optimizer.step runs with no gradients: no update)
+    assert trainer.global_step == 3
+    assert model.nonfinite.total == 2
+    step1 = torch.load(next(tmp_path.glob("*step=1.ckpt")), weights_only=True)["state_dict"]
+    step3 = torch.load(next(tmp_path.glob("*step=3.ckpt")), weights_only=True)["state_dict"]
+    assert all(torch.equal(step1[k], step3[k]) for k in step1)  # the NaN steps 2 and 3 changed nothing
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_repeated_nonfinite_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch) -> None:
+    trainer, model, data = nan_trainer(tmp_path, monkeypatch, bad_calls=set(range(3, 100)), patience=3, steps=10)
+    with pytest.raises(FloatingPointError, match="NaN or infinite 3 times in a row"):
+        trainer.fit(model, data)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    good = torch.load(next(tmp_path.glob("*step=2.ckpt")), weights_only=True)["state_dict"]
+    assert all(torch.equal(last[k], good[k]) and torch.isfinite(good[k]).all() for k in good)

@@ -1,0 +1,64 @@
+"""FSDP for zoo stages: a wrap policy that keeps frozen and trainable (LoRA) parameters in separate units, and a
+strategy that saves only the adapters of a LoRA run.
+
+FSDP flattens each wrapped unit's parameters into one buffer; a unit that mixes frozen and trainable parameters
+keeps gradients and optimizer state for the frozen ones too (or, with `use_orig_params=False`, refuses outright).
+So every trainable leaf (a LoRA `lora_A`/`lora_B` linear, or any leaf whose own parameters all train) is its own
+unit, and the transformer, ResNet and context blocks are units around what is left — frozen weights only in a LoRA
+run. Use it from a recipe:
+
+    trainer:
+      strategy: zoo.lit.fsdp.FSDPStrategyForLoRA     # or, explicitly:
+      # strategy: {class_path: lightning.pytorch.strategies.FSDPStrategy,
+      #            init_args: {auto_wrap_policy: {class_path: zoo.lit.fsdp.LoraWrapPolicy}, use_orig_params: true}}
+
+Lightning's EMAWeightAveraging does not support sharded models; leave EMA out of FSDP runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.resnet import ResnetBlock2D
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+from torch.distributed.fsdp.wrap import CustomPolicy
+
+from zoo.models.instruct_unet import ContextCrossAttention
+
+BLOCKS: tuple[type[nn.Module], ...] = (BasicTransformerBlock, ResnetBlock2D, ContextCrossAttention)
+
+
+def is_trainable_leaf(module: nn.Module) -> bool:
+    """A module without children whose own parameters all train (a LoRA A/B linear in a LoRA run)."""
+    own = list(module.parameters(recurse=False))
+    return not list(module.children()) and bool(own) and all(p.requires_grad for p in own)
+
+
+class LoraWrapPolicy(CustomPolicy):
+    """Wraps every trainable leaf and every block (`BLOCKS`) as an FSDP unit; the root takes the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda module: is_trainable_leaf(module) or isinstance(module, BLOCKS))
+
+
+class FSDPStrategyForLoRA(FSDPStrategy):
+    """`FSDPStrategy` with `LoraWrapPolicy` and `use_orig_params=True`; in a LoRA run, checkpoints hold only the
+    adapter weights (`zoo_adapter_only: true`); resuming fills the frozen base from `model.init_from` again."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_wrap_policy", LoraWrapPolicy())
+        kwargs.setdefault("use_orig_params", True)
+        super().__init__(**kwargs)
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        state = super().lightning_module_state_dict()
+        if getattr(self.lightning_module, "lora_config", None) is None:
+            return state
+        return adapter_only(state)
+
+
+def adapter_only(state: dict[str, Any]) -> dict[str, Any]:
+    """The LoRA entries of a state dict."""
+    return {k: v for k, v in state.items() if ".lora_" in k}
