@@ -80,11 +80,12 @@ def test_stage2_recipe_values_survive_parsing(capsys: pytest.CaptureFixture[str]
     assert config["model"]["unet"] == "demo" and config["model"]["text_encoder"] == "builtin:small-t5"
     assert config["data"]["batch_size"] == 3  # a dotted override wins over the file
     assert config["data"]["seed"] == config["seed_everything"]  # omegaconf interpolation resolved
-    assert [t["class_path"] for t in config["data"]["tasks"]] == [
-        "tasks.text_to_image.TextToImage",
-        "tasks.styled_generation.StyledGeneration",
-        "tasks.subject_driven.SubjectDriven",
+    # paper Table 1: ten tasks, ratios summing to 1
+    assert [t["class_path"].rsplit(".", 1)[1] for t in config["data"]["tasks"]] == [
+        "TextToImage", "TextToImage", "Control", "Control", "Control", "Control",
+        "SubjectDriven", "SubjectDriven", "StyledGeneration", "StyleTransfer",
     ]
+    assert config["data"]["ratios"] == [0.15, 0.05, 0.06, 0.06, 0.06, 0.02, 0.30, 0.10, 0.10, 0.10]
 
 
 def test_unknown_config_key_is_an_error_naming_it(capsys: pytest.CaptureFixture[str]) -> None:

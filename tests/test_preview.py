@@ -27,8 +27,10 @@ def test_preview_of_the_demo_recipe(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
     assert rows["task"] == ["ratio", "drawn", "skipped"]
-    assert rows["text_to_image"][0] == "0.400"
-    assert sum(int(rows[name][1]) for name in ("text_to_image", "styled_generation", "subject_driven")) == 5
+    assert rows["text_to_image"][0] == "0.200"  # Table 1: natural 0.15 + art 0.05, one name
+    names = ("text_to_image", "depth_to_image", "mask_to_image", "edge_to_image", "sketch_to_image", "subject_driven",
+             "styled_generation", "style_transfer")
+    assert sum(int(rows[name][1]) for name in names) == 5
     assert f"contact sheet written to {out}" in printed
     sheet = Image.open(out)
     assert sheet.height > 5 * CELL and sheet.width >= 2 * CELL  # five rows; at least a context and a target column
