@@ -25,6 +25,7 @@ OTHER_VERBS = {
     "lora": "export | info | mix | merge LoRA adapters (python -m zoo lora --help)",
     "cache-text": "embed a recipe's texts once, to disk (python -m zoo cache-text --config recipe.yaml)",
     "evaluate": "checkpoints × an eval suite → Table-4-style report (python -m zoo evaluate --help)",
+    "mine": "stage-1 retrieval neighbours over (image, caption) pairs (python -m zoo mine --help)",
     "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
 }
 
@@ -55,13 +56,20 @@ class ZooCLI(LightningCLI):
 
 def run_lightning(args: list[str] | None) -> None:
     """Runs LightningCLI; `args` None means it reads sys.argv itself (LightningCLI warns when given both)."""
+    from jsonargparse import set_parsing_settings
+
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen
+
+    # `omegaconf+` resolves ${...} after every --config and override is merged, so a recipe's
+    # `image_size: "${data.image_size}"` follows an overlay's data.image_size; absolute paths read from the config
+    # root (data.image_size, seed_everything), not from under the subcommand.
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 
     ZooCLI(
         InstructImagen,
         InstructionDataModule,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf+"},
         save_config_kwargs={"overwrite": True},
         args=args,
     )
@@ -133,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.eval.evaluate import main as evaluate_main
 
         return evaluate_main(rest)
+    if verb == "mine":
+        from zoo.mining import main as mine_main
+
+        return mine_main(rest)
     if verb == "rate":
         from zoo.eval.rating import main as rate_main
 

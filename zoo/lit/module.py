@@ -42,7 +42,8 @@ class InstructImagen(LightningModule):
         image_size: training/sampling resolution in pixels (linked from `data.image_size` by the CLI).
         learning_rate: peak learning rate (paper: 1e-4, App. A.2.2).
         warmup_steps: linear warm-up steps (paper: 10k).
-        optimizer: `adamw` or `adafactor` (the paper's, β1 0.9 / β2 0.999).
+        optimizer: `adamw` (β 0.9/0.999) or `adafactor` (the paper's; torch's, without momentum, unless
+            `adafactor_beta1` is set).
         weight_decay: decoupled weight decay.
         drop_text_and_context: chance of dropping text and context together (paper: 0.1).
         drop_context: chance of dropping only the context (paper: 0.1).
@@ -58,6 +59,9 @@ class InstructImagen(LightningModule):
         lora: train LoRA adapters (see `zoo.lora.LoraSpec`) instead of the whole network; applied after `init_from`.
         nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training (the last good
             checkpoint is kept).
+        adafactor_beta1: Adafactor's first-moment decay (paper A.2.2: 0.9). Set, it selects transformers'
+            Adafactor (torch's has no β1) with a fixed learning rate; both decay β2 as 1 − t^−0.8, which passes the
+            paper's fixed 0.999 at step ~5.6k — a constant β2 (PaxML's `decay_method="adam"`) has no equivalent there.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class InstructImagen(LightningModule):
         init_from: str | None = None,
         lora: LoraSpec | None = None,
         nonfinite_patience: int = 8,
+        adafactor_beta1: float | None = None,
     ) -> None:
         super().__init__()
         lora = LoraSpec.coerce(lora)
@@ -155,7 +160,12 @@ class InstructImagen(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
         hp = self.hparams
-        if hp.optimizer == "adafactor":
+        if hp.optimizer == "adafactor" and hp.get("adafactor_beta1") is not None:
+            from transformers.optimization import Adafactor
+
+            optimizer = Adafactor(params, lr=hp.learning_rate, beta1=hp.adafactor_beta1, weight_decay=hp.weight_decay,
+                                  scale_parameter=False, relative_step=False, warmup_init=False)
+        elif hp.optimizer == "adafactor":
             optimizer = torch.optim.Adafactor(params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
