@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import IMAGE_SIZE, REPO_ROOT
-from zoo.instruction import Instruction, InstructionBatch
-from zoo.lit.data import InstructionDataModule
+from zoo.instruction import Instruction, InstructionBatch, collate_instructions
+from zoo.lit.data import InstructionDataModule, resize_instruction
 from zoo.plugins import GROUP, TaskPlugin, discover
 from zoo.task import Task
 
@@ -63,9 +63,14 @@ def test_task_contract(name: str, model, tmp_path) -> None:
     again = task[0]
     assert again.text == first[0].text and torch.equal(again.target, first[0].target), "task[i] must be deterministic"
 
-    data = InstructionDataModule([task], image_size=IMAGE_SIZE, batch_size=2, samples_per_epoch=2, val_samples=2,
-                                 val_fraction=0.5)
-    batch = next(iter(data.train_dataloader()))
+    if getattr(task, "held_out", False):  # evaluation-only sets never enter a training mixture: collate directly
+        with pytest.raises(ValueError, match="held-out"):
+            InstructionDataModule([task], image_size=IMAGE_SIZE)
+        batch = collate_instructions([resize_instruction(i, IMAGE_SIZE) for i in first[:2]])
+    else:
+        data = InstructionDataModule([task], image_size=IMAGE_SIZE, batch_size=2, samples_per_epoch=2, val_samples=2,
+                                     val_fraction=0.5)
+        batch = next(iter(data.train_dataloader()))
     assert isinstance(batch, InstructionBatch) and batch.target.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)

@@ -252,6 +252,6 @@ def describe_presets() -> list[PresetInfo]:
     infos = []
     for name, preset in PRESETS.items():
         config = preset()
-        summary = " ".join((preset.__doc__ or "").split()).split(": ")[0].split(". ")[0]
+        summary = " ".join((preset.__doc__ or "").split()).split(". ")[0]
         infos.append(PresetInfo(name, config["sample_size"], count_parameters(config), summary))
     return infos
