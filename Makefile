@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.zoo-installed
 
-.PHONY: install demo test lock clean
+.PHONY: install demo test experiments lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q
+
+# The paper's ablations (Tables 3 and 4) at demo scale: under an hour on 2 CPU cores; writes docs/experiments.md.
+experiments: $(STAMP)
+	$(PYTHON) experiments/ablations.py
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:

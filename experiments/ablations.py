@@ -28,14 +28,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
-FULL = {"steps": 1200, "image_size": 32, "unet": "demo", "batch_size": 16, "n": 16, "sample_steps": 25}
-QUICK = {"steps": 16, "image_size": 16, "unet": "tiny", "batch_size": 4, "n": 2, "sample_steps": 4}
+FULL = {"steps": 800, "image_size": 32, "unet": "demo", "text_encoder": "builtin:small-t5", "batch_size": 16, "n": 16,
+        "sample_steps": 25}
+QUICK = {"steps": 16, "image_size": 16, "unet": "tiny", "text_encoder": "builtin:tiny-t5", "batch_size": 4, "n": 2,
+         "sample_steps": 4}
 
 
 def stage2_tasks(image_size: int) -> tuple[list[dict], list[float]]:
     """recipes/stage2.yaml's tasks and ratios, with the task image size made explicit."""
     data = yaml.safe_load((REPO / "recipes" / "stage2.yaml").read_text())["data"]
-    tasks = [{"class_path": t["class_path"], "init_args": {**t["init_args"], "image_size": image_size}} for t in data["tasks"]]
+    tasks = [{"class_path": t["class_path"], "init_args": {**t["init_args"], "image_size": image_size}}
+             for t in data["tasks"]]
     return tasks, data["ratios"]
 
 
@@ -47,13 +50,20 @@ def scale_layer(scale: dict, root: Path, steps: int, seed: int) -> dict:
             "default_root_dir": str(root), "accelerator": "cpu", "devices": 1, "max_steps": steps,
             "limit_val_batches": 0, "log_every_n_steps": 10, "enable_progress_bar": False,
             "enable_model_summary": False,
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}],
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
+            ],
         },
-        "model": {"unet": scale["unet"], "text_encoder": "builtin:tiny-t5", "text_max_length": 64,
+        "model": {"unet": scale["unet"], "text_encoder": scale["text_encoder"], "text_max_length": 64,
                   "learning_rate": 1.0e-3, "warmup_steps": min(50, steps // 4), "sample_steps": scale["sample_steps"]},
         "data": {"image_size": scale["image_size"], "batch_size": scale["batch_size"],
                  "samples_per_epoch": max(steps, 1) * scale["batch_size"], "val_samples": 4, "seed": seed},
     }
+
+
+def _relative(arg: object) -> str:
+    """Paths inside the repository are shown relative to it, so the logged commands run from its root."""
+    return str(arg).replace(f"{REPO}/", "")
 
 
 class Runner:
@@ -64,7 +74,7 @@ class Runner:
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
 
     def __call__(self, args: list[str]) -> float:
-        shown = " ".join(str(a) for a in args)
+        shown = " ".join(_relative(a) for a in args)
         print(f"$ python {shown}", flush=True)
         start = time.perf_counter()
         done = subprocess.run([PYTHON, *map(str, args)], cwd=REPO, env=self.env, capture_output=True, text=True)
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="total training steps per variant")
     parser.add_argument("--n", type=int, default=None, help="eval examples per set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP threads per process (1: on a shared machine, spin-waiting threads slow every op)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "experiments")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "experiments.md")
     args = parser.parse_args(argv)
@@ -112,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return settings
 
     stage1_layer = layer("stage1", stage1_steps)
-    stage1_layer["data"]["tasks"] = [{"class_path": "tasks.retrieval.Retrieval",
-                                      "init_args": {"num_examples": 20000, "seed": 0, "image_size": scale["image_size"]}}]
+    retrieval = {"num_examples": 20000, "seed": 0, "image_size": scale["image_size"]}
+    stage1_layer["data"]["tasks"] = [{"class_path": "tasks.retrieval.Retrieval", "init_args": retrieval}]
     checkpoints = {
         "instructed": fit(run, work, "instructed", "recipes/stage2.yaml", layer("instructed", steps, tasks)),
         "raw-inputs": fit(run, work, "raw-inputs", "recipes/stage2.yaml", layer("raw-inputs", steps, raw_tasks)),
@@ -125,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = ["-m", "zoo", "evaluate", "--n", scale["n"], "--steps", scale["sample_steps"], "--seed", args.seed,
                 "--features", "handcrafted"]
     run([*evaluate, "--ckpt", f"instructed={checkpoints['instructed']}",
-         "--ckpt", f"stage1+instructed={checkpoints['stage1+instructed']}", "--suite", "builtin", "--out", work / "eval"])
+         "--ckpt", f"stage1+instructed={checkpoints['stage1+instructed']}",
+         "--suite", "builtin", "--out", work / "eval"])
     run([*evaluate, "--ckpt", f"raw-inputs={checkpoints['raw-inputs']}",
          "--suite", "experiments.raw_inputs:builtin_raw", "--out", work / "eval-raw"])
     models = {m["label"]: m for folder in ("eval", "eval-raw")
@@ -146,12 +158,14 @@ def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total:
     title = "Quick smoke run (`--quick`): NOT a result" if args.quick else "Ablations at demo scale"
     lines = [f"# {title}", ""]
     if args.quick:
-        lines += ["These numbers come from `python experiments/ablations.py --quick`: a tiny model trained for a handful",
-                  "of steps, only to show the pipeline runs end to end. They say nothing about the methods.", ""]
+        lines += ["These numbers come from `python experiments/ablations.py --quick`: a tiny model trained for a",
+                  "handful of steps, only to show the pipeline runs end to end. They say nothing about the",
+                  "methods.", ""]
     lines += [
         "Built-in world, `python -m zoo evaluate` on the built-in suite (SC from the deterministic scorer, PQ the",
         "automatic proxy with the handcrafted stand-in features, O = √(SC·PQ); see README \"Evaluate\").",
-        "`raw-inputs` is trained and evaluated on raw inputs (`experiments/raw_inputs.py`); the others on instructions.",
+        "`raw-inputs` is trained and evaluated on raw inputs (`experiments/raw_inputs.py`); the others on",
+        "instructions.",
         "",
         "| variant | paper | in-domain SC | PQ | O | zero-shot SC | PQ | O |",
         "|---|---|---|---|---|---|---|---|",
@@ -162,7 +176,8 @@ def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total:
         avg = models[name]["averages"]
         cells = [_f(avg.get(split, {}).get(k)) for split in ("in-domain", "zero-shot") for k in ("SC", "PQ", "O")]
         lines.append(f"| {name} | {paper[name]} | " + " | ".join(cells) + " |")
-    lines += ["", "Per set (SC / PQ / O):", "", "| set | split | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+    lines += ["", "Per set (SC / PQ / O):", "", "| set | split | " + " | ".join(order) + " |",
+              "|---|---|" + "---|" * len(order)]
     for row in models["instructed"]["sets"]:
         cells = []
         for name in order:
@@ -173,7 +188,7 @@ def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total:
         "",
         "## Setup",
         "",
-        f"- seed {args.seed}; backbone `{scale['unet']}`, text encoder `builtin:tiny-t5`, {scale['image_size']} px, "
+        f"- seed {args.seed}; backbone `{scale['unet']}`, text encoder `{scale['text_encoder']}`, {scale['image_size']} px, "
         f"batch {scale['batch_size']}, lr 1e-3; {scale['steps']} training steps per variant "
         f"(`stage1+instructed`: {stage1_steps} stage-1 + {scale['steps'] - stage1_steps} stage-2 steps)",
         f"- evaluation: {scale['n']} examples per set, {scale['sample_steps']} sampling steps, eval seed {args.seed}",

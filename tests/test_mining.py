@@ -1,4 +1,4 @@
-"""`python -m zoo mine`: exact neighbours, near-duplicate removal, the on-disk cache, and Retrieval reading the result."""
+"""`python -m zoo mine`: exact neighbours, near-duplicate removal, the on-disk cache, and Retrieval reading it."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ def embed_rows(rows: SourceRows, features, batch_size: int = 64) -> tuple[torch.
         for index in range(start, min(start + batch_size, len(rows))):
             try:
                 image = fit_square(rows.image(index, "image"), EMBED_SIZE)
-            except Exception:  # an unreadable row embeds as zeros and never becomes anyone's neighbour
+            except (ValueError, OSError):  # unreadable: embeds as zeros and never becomes anyone's neighbour
                 valid[index], image = False, None
             images.append(image)
         pixels = torch.stack([
@@ -64,7 +64,9 @@ def embed_rows(rows: SourceRows, features, batch_size: int = 64) -> tuple[torch.
     return embeddings, valid
 
 
-def exact_topk(embeddings: torch.Tensor, valid: torch.Tensor, count: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_topk(
+    embeddings: torch.Tensor, valid: torch.Tensor, count: int, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, count) similarities and row indices of each row's nearest other valid rows, by exact cosine similarity."""
     n = len(embeddings)
     count = min(count, max(n - 1, 1))
@@ -79,7 +81,9 @@ def exact_topk(embeddings: torch.Tensor, valid: torch.Tensor, count: int, chunk:
     return torch.cat(sims), torch.cat(indices)
 
 
-def faiss_topk(embeddings: torch.Tensor, valid: torch.Tensor, count: int, index_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def faiss_topk(
+    embeddings: torch.Tensor, valid: torch.Tensor, count: int, index_file: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Like `exact_topk` through a FAISS inner-product index (`datasets.Dataset.add_faiss_index`), cached on disk."""
     try:
         import faiss
@@ -159,7 +163,8 @@ def mine(
     usable = sum(len(ns) >= 3 for ns in neighbours)
     near_duplicates = int(((sims >= dedup) & (sims != -float("inf"))).sum())
     return {"rows": len(rows), "usable": usable, "unreadable": int((~valid).sum()), "near_duplicates": near_duplicates,
-            "index": "faiss" if use_faiss else "exact", "features": extractor.name, "cache": str(folder), "out": str(out)}
+            "index": "faiss" if use_faiss else "exact", "features": extractor.name, "cache": str(folder),
+            "out": str(out)}
 
 
 def _rows_with_images(rows: SourceRows, neighbours: list[list[int]]):
@@ -172,7 +177,7 @@ def _rows_with_images(rows: SourceRows, neighbours: list[list[int]]):
             image.save(buffer, format="PNG")
             picture = {"bytes": buffer.getvalue(), "path": None}
             text = rows.text(index, "caption")
-        except Exception:  # an unreadable row keeps its position (neighbour indices are positions) but no content
+        except (ValueError, OSError):  # unreadable: keeps its position (neighbours are positions), no content
             picture, text, ns = None, "", []
         yield {"image": picture, "caption": text, "neighbours": ns}
 
@@ -196,10 +201,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--caption-column", default="caption")
     parser.add_argument("--out", required=True, type=Path, help="where the mined dataset is written (save_to_disk)")
-    parser.add_argument("--features", default="auto", help="auto | handcrafted | efficientnet-lite0 | a CLIP/DINO folder")
+    parser.add_argument("--features", default="auto",
+                        help="auto | handcrafted | efficientnet-lite0 | a local CLIP/DINO folder")
     parser.add_argument("--k", type=int, default=4, help="neighbours kept per row (paper: clusters of 5 = target + 4)")
     parser.add_argument("--candidates", type=int, default=10, help="nearest candidates considered (paper: top 10)")
-    parser.add_argument("--dedup", type=float, default=0.95, help="cosine similarity at which a candidate is a near-duplicate")
+    parser.add_argument("--dedup", type=float, default=0.95,
+                        help="cosine similarity at which a candidate is a near-duplicate")
     parser.add_argument("--index", default="auto", choices=["auto", "exact", "faiss"],
                         help=f"exact search, FAISS (pip install faiss-cpu), or auto: FAISS above {EXACT_LIMIT} rows")
     parser.add_argument("--cache", type=Path, default=Path("cache/mining"), help="embedding/index cache root")
