@@ -192,9 +192,12 @@ def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total:
         f"batch {scale['batch_size']}, lr 1e-3; {scale['steps']} training steps per variant "
         f"(`stage1+instructed`: {stage1_steps} stage-1 + {scale['steps'] - stage1_steps} stage-2 steps)",
         f"- evaluation: {scale['n']} examples per set, {scale['sample_steps']} sampling steps, eval seed {args.seed}",
-        f"- total wall time {total / 60:.1f} min on {args.threads} CPU threads",
+        f"- total wall time {total / 60:.1f} min (OMP_NUM_THREADS={args.threads} per process)",
         "",
         "## Commands (wall time)",
+        "",
+        f"Each variant's YAML (the demo-scale layer over its recipe) is written by the script into "
+        f"`{_relative(args.work.resolve())}/`.",
         "",
         "```",
         *(f"{command}    # {seconds:.0f} s" for command, seconds in log),

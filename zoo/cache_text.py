@@ -37,12 +37,12 @@ def recipe_texts(tasks: list, limit: int | None) -> list[str]:
 
 def main(argv: list[str]) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from zoo.cli import ZooCLI
+    from zoo.cli import PARSER_MODE, ZooCLI
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen
     from zoo.models.text_cache import TextEmbeddingCache
 
-    cli = ZooCLI(InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": "omegaconf"}, run=False, args=rest)
+    cli = ZooCLI(InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": PARSER_MODE}, run=False, args=rest)
     root = cli.model.hparams.get("text_cache")
     if not root:
         print("error: no cache folder: set model.text_cache in the recipe or pass --model.text_cache DIR", file=sys.stderr)

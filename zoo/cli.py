@@ -30,8 +30,20 @@ OTHER_VERBS = {
 }
 
 
+# `omegaconf+` resolves ${...} after every --config and override is merged, so a recipe's
+# `image_size: "${data.image_size}"` follows an overlay's data.image_size; with absolute-to-relative paths,
+# `${data.image_size}` and `${seed_everything}` read from the config root, not from under the subcommand.
+PARSER_MODE = "omegaconf+"
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the links a zoo model needs: the data's image size is the model's image size."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        from jsonargparse import set_parsing_settings
+
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.image_size", "model.image_size")
@@ -56,20 +68,13 @@ class ZooCLI(LightningCLI):
 
 def run_lightning(args: list[str] | None) -> None:
     """Runs LightningCLI; `args` None means it reads sys.argv itself (LightningCLI warns when given both)."""
-    from jsonargparse import set_parsing_settings
-
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen
-
-    # `omegaconf+` resolves ${...} after every --config and override is merged, so a recipe's
-    # `image_size: "${data.image_size}"` follows an overlay's data.image_size; absolute paths read from the config
-    # root (data.image_size, seed_everything), not from under the subcommand.
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
 
     ZooCLI(
         InstructImagen,
         InstructionDataModule,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": PARSER_MODE},
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -14,7 +14,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from zoo.cli import ZooCLI
+from zoo.cli import PARSER_MODE, ZooCLI
 
 
 class DataOnlyCLI(ZooCLI):
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         cli = DataOnlyCLI(
             InstructImagen,
             InstructionDataModule,
-            parser_kwargs={"parser_mode": "omegaconf"},
+            parser_kwargs={"parser_mode": PARSER_MODE},
             run=False,
             args=recipe_args,
         )
