@@ -73,3 +73,17 @@ def test_bad_options_and_missing_faiss_are_clear(pairs: Path, tmp_path: Path, ca
     except ImportError:
         assert run_mine(pairs, tmp_path / "x", "--index", "faiss") == 2
         assert "pip install faiss-cpu" in capsys.readouterr().err
+
+
+def test_an_unreadable_row_is_nobodys_neighbour(pairs: Path, tmp_path: Path, capsys) -> None:
+    import datasets
+
+    rows = (pairs / "rows.jsonl").read_text() + '\n{"img": "missing.png", "text": "gone"}'
+    (tmp_path / "rows.jsonl").write_text(rows)
+    for png in pairs.glob("*.png"):
+        (tmp_path / png.name).write_bytes(png.read_bytes())
+    assert main(["mine", "--source", str(tmp_path / "rows.jsonl"), "--image-column", "img", "--caption-column", "text",
+                 "--out", str(tmp_path / "mined"), "--features", "handcrafted", "--cache", str(tmp_path / "cache")]) == 0
+    assert "1 unreadable" in capsys.readouterr().out
+    neighbours = datasets.load_from_disk(str(tmp_path / "mined"))["neighbours"]
+    assert neighbours[16] == [] and all(16 not in ns for ns in neighbours)
