@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import SchedulerMixin, UNet2DConditionModel
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -171,8 +171,11 @@ class InstructImagen(LightningModule):
         num_inference_steps: int | None = None,
         guidance: Guidance | None = None,
         seed: int = 0,
+        scheduler: SchedulerMixin | None = None,
     ) -> torch.Tensor:
         """Generates one image per instruction. The context is encoded once and reused at every step.
+
+        `scheduler` replaces the training schedule's DDPM for sampling (see `zoo.diffusion.samplers`).
 
         Returns:
             images (B, 3, H, W) in [-1, 1].
@@ -208,7 +211,7 @@ class InstructImagen(LightningModule):
         size = self.hparams.image_size
         noise = torch.randn(b, self.model.config.in_channels, size, size, generator=generator).to(self.device)
         steps = self.hparams.sample_steps if num_inference_steps is None else num_inference_steps
-        return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
+        return sample(model_fn, scheduler or self.scheduler, noise, steps, guidance, generator)
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self)

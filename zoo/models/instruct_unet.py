@@ -199,6 +199,9 @@ class InstructUNet(nn.Module):
         timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
         # 1. time (and IF-style text addition embedding)
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep))
+        if unet.class_embedding is not None:  # a super-resolution UNet's noise-augmentation level: 0, the image is clean
+            class_emb = unet.get_class_embed(sample=x, class_labels=timestep)
+            emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
         aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=text, added_cond_kwargs={})
         emb = emb + aug if aug is not None else emb
         if unet.time_embed_act is not None:
@@ -223,6 +226,7 @@ class InstructUNet(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         context: ContextTokens | None = None,
+        class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The denoiser: (x_t, t, text, context) → model output (v for this project).
 
@@ -230,10 +234,13 @@ class InstructUNet(nn.Module):
             sample: (B, C, H, W) noisy images; timestep: (B,) or scalar.
             text: (B, L, D) payload embeddings; text_mask (B, L) bool.
             context: encoded context for this batch, or None for text-only.
+            class_labels: (B,) for a UNet with a class embedding (a super-resolution UNet's noise-augmentation level).
         """
         self._context = context
         try:
-            return self.unet(sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+            return self.unet(
+                sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=class_labels
+            ).sample
         finally:
             # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;
             # otherwise clear it, so a later direct call of `self.unet` is the plain backbone.
