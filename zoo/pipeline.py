@@ -86,9 +86,16 @@ class InstructImagenPipeline:
         for flag, path in [("base checkpoint", base_ckpt), ("SR checkpoint", sr_ckpt)]:
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{flag} {path}: no such file")
-        base = InstructImagen.load_from_checkpoint(base_ckpt, map_location=map_location)
-        sr = SuperResolution.load_from_checkpoint(sr_ckpt, map_location=map_location) if sr_ckpt is not None else None
+        base = cls._load_checkpoint(InstructImagen, base_ckpt, map_location)
+        sr = cls._load_checkpoint(SuperResolution, sr_ckpt, map_location) if sr_ckpt is not None else None
         return cls(base, sr, sampler)
+
+    @staticmethod
+    def _load_checkpoint(module_class: type, path: str | Path, map_location: str) -> InstructImagen | SuperResolution:
+        try:
+            return module_class.load_from_checkpoint(path, map_location=map_location)
+        except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
+            raise ValueError(f"{path}: not a readable {module_class.__name__} checkpoint ({error})") from error
 
     def to(self, device: torch.device | str) -> InstructImagenPipeline:
         self.base.to(device)
@@ -140,7 +147,9 @@ class InstructImagenPipeline:
         unet.save_pretrained(folder / "unet", safe_serialization=True, max_shard_size=ONE_FILE)
         if context_layers is not None:
             save_file({k: v.contiguous() for k, v in context_layers.state_dict().items()}, folder / CONTEXT_LAYERS)
-        config = {"hparams": dict(module.hparams), "text_encoder_subfolder": encoder_subfolder}
+        # LightningCLI adds `_class_path`/`_instantiator` to the hyperparameters; the constructor takes the rest.
+        hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
+        config = {"hparams": hparams, "text_encoder_subfolder": encoder_subfolder}
         (folder / STAGE_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
     def _model_card(self) -> ModelCard:
