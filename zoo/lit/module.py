@@ -195,16 +195,17 @@ class InstructImagen(LightningModule):
         branches = {"full": (text, text_mask, context), "text": (text, text_mask, no_context), "null": (null_text, null_mask, no_context)}
 
         # 2. one batched network call per step for all requested branches
+        joined: dict[tuple[str, ...], tuple] = {}  # each branch combination's conditions, concatenated once
+
         def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
-            parts = [branches[name] for name in names]
-            v = self.model(
-                torch.cat([x_t] * len(parts)),
-                torch.cat([t] * len(parts)),
-                torch.cat([p[0] for p in parts]),
-                torch.cat([p[1] for p in parts]),
-                ContextTokens.cat([p[2] for p in parts]),
-            )
-            return list(v.chunk(len(parts)))
+            if names not in joined:
+                parts = [branches[name] for name in names]
+                joined[names] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), ContextTokens.cat([p[2] for p in parts]))
+            n = len(names)
+            v = self.model(torch.cat([x_t] * n), torch.cat([t] * n), *joined[names])
+            # A learned-variance UNet (DeepFloyd IF: out_channels = 2 × in_channels) also predicts a variance; the
+            # fixed-variance schedule uses the first half only, as diffusers' IFPipeline does.
+            return list(v[:, : x_t.shape[1]].chunk(n))
 
         # 3. the reverse process
         generator = torch.Generator().manual_seed(seed)

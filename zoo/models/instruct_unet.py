@@ -73,16 +73,28 @@ class ContextCrossAttention(nn.Module):
         nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor, context: ContextTokens) -> torch.Tensor:
-        b, n, _ = x.shape  # (B, N, C) query tokens
-        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
-        k = self.to_k(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
-        v = self.to_v(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        """(B, N, C) query tokens → what the context adds to them, (B, N, C); zero for rows without context."""
         has_context = context.mask.any(dim=1)  # (B,)
-        # A row with no context at all would softmax over nothing (NaN): let it attend anywhere, then zero it.
-        mask = context.mask | ~has_context[:, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, h, N, d)
-        out = self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
-        return out * has_context[:, None, None].to(out.dtype)
+        if has_context.all():
+            return self.attend(x, context.tokens, context.mask)
+        # Rows without context (dropped in training; guidance's unconditional branch) add nothing: skip their
+        # attention instead of computing and zeroing it.
+        out = torch.zeros_like(x)
+        rows = has_context.nonzero().squeeze(1)
+        if rows.numel() > 0:
+            out = out.index_put((rows,), self.attend(x[rows], context.tokens[rows], context.mask[rows]))
+        return out
+
+    def attend(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of x (B, N, C) over tokens (B, L, C_ctx) where mask (B, L) is True (≥ 1 True per row)."""
+        b, n, _ = x.shape
+        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
+        k = self.to_k(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        v = self.to_v(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        # No mask when every token is real (the common case): SDPA then picks its fused kernels.
+        attn_mask = None if mask.all() else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
 
 
 class _ContextHook:
