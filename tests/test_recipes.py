@@ -13,5 +13,6 @@ def test_lora_recipe_turns_lora_on(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(REPO_ROOT / "recipes" / "stage2_lora.yaml"), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["lora"]["rank"] == 16 and printed["model"]["lora"]["targets"] == "attention"
+    lora = printed["model"]["init_args"]["lora"]
+    assert lora["rank"] == 16 and lora["targets"] == "attention"
     assert any("EMAWeightAveraging" in cb["class_path"] for cb in printed["trainer"]["callbacks"])

@@ -39,6 +39,9 @@ class ZooCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser) -> None:
+        if not self.subclass_mode_model:  # a fixed model class (e.g. `cache-text` builds the base stage only)
+            parser.link_arguments("data.image_size", "model.image_size")
+            return
         parser.set_defaults({"model": {"class_path": "zoo.lit.module.InstructImagen"}})
         parser.link_arguments("data.image_size", "model.init_args.image_size")
 

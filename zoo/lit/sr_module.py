@@ -10,7 +10,7 @@ sweeps 0.1–0.3). The text is the payload instruction (the paper's SR reads "Te
 `read_context=True` the SR UNet also reads the context (beyond the paper).
 
 Shared with the base stage (`InstructImagen`): the frozen text encoder, the v-objective and condition dropout, the
-optimizer settings and the checkpoint handling of a pretrained text encoder.
+optimizer settings, and keeping a pretrained text encoder out of checkpoints.
 """
 
 from __future__ import annotations
@@ -88,10 +88,20 @@ class SuperResolution(LightningModule):
         self.model = SuperResUNet(UNet2DConditionModel(**config), read_context=read_context)
         self.scheduler = make_scheduler(num_train_timesteps)
 
-    # The same optimizer and the same checkpoint handling of a pretrained text encoder as the base stage.
+    # The same optimizer settings as the base stage (it reads only the optimizer hyperparameters both stages share).
     configure_optimizers = InstructImagen.configure_optimizers
-    on_save_checkpoint = InstructImagen.on_save_checkpoint
-    on_load_checkpoint = InstructImagen.on_load_checkpoint
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A pretrained text encoder reloads from its path; keep it out of every checkpoint (it can be GBs).
+        if self.text_encoder.from_pretrained:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("text_encoder.")]:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
+            state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
 
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
