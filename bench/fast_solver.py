@@ -2,7 +2,8 @@
 
 Both samplers come from `zoo.diffusion.samplers` (same training schedule, dynamic thresholding, the same guidance
 scale every step) and render the same held-out built-in-world instructions with the same seed. Quality: the
-built-in scorer (`tasks.scoring`) when it is installed; otherwise a labelled proxy, the mean absolute pixel error to
+built-in scorer (`tasks.scoring`: each condition 0 / 0.5 / 1, the least satisfied one decides, averaged over the
+instructions) when it is installed; otherwise a labelled proxy, the mean absolute pixel error to
 each instruction's target image (lower is better; the built-in world has one right answer per instruction only up
 to its randomness, so compare the two numbers with each other, not with zero).
 
@@ -46,14 +47,13 @@ def load_model(ckpt: str | None) -> tuple[InstructImagen, str]:
 def scorer():
     """(name, fn(instructions, images) -> float, lower_is_better)."""
     try:
-        from tasks import scoring  # the built-in world's scorer, when present
+        from tasks import scoring  # the built-in world's scorer: the paper's 0 / 0.5 / 1 per condition, min overall
 
-        if callable(getattr(scoring, "score", None)):
-            def score(instructions, images) -> float:
-                result = scoring.score(instructions, images)
-                return float(result["overall"] if isinstance(result, dict) and "overall" in result else result)
+        def world_score(instructions, images) -> float:
+            values = [scoring.overall(scoring.score(i.meta, image.cpu())) for i, image in zip(instructions, images)]
+            return sum(values) / len(values)
 
-            return "tasks.scoring.score", score, False
+        return "tasks.scoring (mean overall semantic consistency, 0-1)", world_score, False
     except ImportError:
         pass
 
