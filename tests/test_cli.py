@@ -78,7 +78,9 @@ def test_stage2_recipe_values_survive_parsing(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(STAGE2), "--print_config", "--data.batch_size", "3"])
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["unet"] == "demo" and config["model"]["text_encoder"] == "builtin:small-t5"
+    assert config["model"]["class_path"] == "zoo.lit.module.InstructImagen"  # the default stage
+    model = config["model"]["init_args"]
+    assert model["unet"] == "demo" and model["text_encoder"] == "builtin:small-t5"
     assert config["data"]["batch_size"] == 3  # a dotted override wins over the file
     assert config["data"]["seed"] == config["seed_everything"]  # omegaconf interpolation resolved
     # paper Table 1: ten tasks, ratios summing to 1

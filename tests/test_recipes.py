@@ -32,6 +32,11 @@ def print_config(configs: list[str], capsys: pytest.CaptureFixture[str], *extra:
     return yaml.safe_load(capsys.readouterr().out)
 
 
+def model_of(config: dict) -> dict:
+    """The model's arguments (the CLI prints the model as class_path + init_args)."""
+    return config["model"].get("init_args", config["model"])
+
+
 def readme_layerings() -> list[tuple[str, ...]]:
     """The `--config recipes/...` lists of every `python -m zoo fit` command in README.md's code blocks."""
     blocks = re.findall(r"```bash\n(.*?)```", (REPO_ROOT / "README.md").read_text(), flags=re.S)
@@ -69,7 +74,7 @@ def test_every_recipe_under_every_overlay(recipe: str, capsys) -> None:
         config = print_config([f"recipes/{recipe}", f"recipes/{overlay}"], capsys)
         assert config["data"]["tasks"]
     config = print_config([f"recipes/{recipe}", "recipes/scale/paper.yaml", "recipes/scale/deepfloyd_if.yaml"], capsys)
-    assert config["model"]["init_from"].endswith("eps3") and config["model"]["optimizer"] == "adafactor"
+    assert model_of(config)["init_from"].endswith("eps3") and model_of(config)["optimizer"] == "adafactor"
 
 
 def test_recipes_open_with_launch_and_override_comments() -> None:
@@ -80,7 +85,7 @@ def test_recipes_open_with_launch_and_override_comments() -> None:
 
 def test_paper_overlay_values(capsys) -> None:
     c = print_config(["recipes/stage2.yaml", "recipes/scale/paper.yaml"], capsys)
-    model, data, trainer = c["model"], c["data"], c["trainer"]
+    model, data, trainer = model_of(c), c["data"], c["trainer"]
     assert model["unet"] == "paper_base128" and data["image_size"] == 128
     assert {t["init_args"]["image_size"] for t in data["tasks"]} == {128}  # the world renders at the overlay's size
     assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] == 512
@@ -96,7 +101,8 @@ def test_paper_overlay_values(capsys) -> None:
 
 def test_lora_recipe_turns_lora_on(capsys) -> None:
     printed = print_config(["recipes/stage2_lora.yaml"], capsys)
-    assert printed["model"]["lora"]["rank"] == 16 and printed["model"]["lora"]["targets"] == "attention"
+    lora = model_of(printed)["lora"]
+    assert lora["rank"] == 16 and lora["targets"] == "attention"
     assert any("EMAWeightAveraging" in cb["class_path"] for cb in printed["trainer"]["callbacks"])
 
 

@@ -27,6 +27,7 @@ OTHER_VERBS = {
     "evaluate": "checkpoints × an eval suite → Table-4-style report (python -m zoo evaluate --help)",
     "mine": "stage-1 retrieval neighbours over (image, caption) pairs (python -m zoo mine --help)",
     "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
+    "export": "checkpoints → one pipeline folder (python -m zoo export --ckpt X [--sr-ckpt Y] --out DIR)",
 }
 
 
@@ -37,7 +38,12 @@ PARSER_MODE = "omegaconf+"
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI with the links a zoo model needs: the data's image size is the model's image size."""
+    """LightningCLI with the links a zoo model needs: the data's image size is the model's image size.
+
+    The model is the base stage (`InstructImagen`) unless the recipe names another stage by class_path, e.g.
+    `model: {class_path: zoo.lit.sr_module.SuperResolution, init_args: ...}` (recipes/sr.yaml); plain
+    `model: {unet: ...}` keys keep configuring the base stage.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         from jsonargparse import set_parsing_settings
@@ -46,7 +52,11 @@ class ZooCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.image_size", "model.image_size")
+        if not self.subclass_mode_model:  # a fixed model class (e.g. `cache-text` builds the base stage only)
+            parser.link_arguments("data.image_size", "model.image_size")
+            return
+        parser.set_defaults({"model": {"class_path": "zoo.lit.module.InstructImagen"}})
+        parser.link_arguments("data.image_size", "model.init_args.image_size")
 
     def before_instantiate_classes(self) -> None:
         """`fit --ckpt_path last|FILE` resumes into the run directory that wrote the checkpoint (same logger version)."""
@@ -68,12 +78,16 @@ class ZooCLI(LightningCLI):
 
 def run_lightning(args: list[str] | None) -> None:
     """Runs LightningCLI; `args` None means it reads sys.argv itself (LightningCLI warns when given both)."""
+    from lightning.pytorch import LightningModule
+
     from zoo.lit.data import InstructionDataModule
-    from zoo.lit.module import InstructImagen
+    from zoo.lit.module import InstructImagen  # noqa: F401  (imported so short names resolve: --model InstructImagen)
+    from zoo.lit.sr_module import SuperResolution  # noqa: F401
 
     ZooCLI(
-        InstructImagen,
+        LightningModule,
         InstructionDataModule,
+        subclass_mode_model=True,
         parser_kwargs={"parser_mode": PARSER_MODE},
         save_config_kwargs={"overwrite": True},
         args=args,
@@ -154,5 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.eval.rating import main as rate_main
 
         return rate_main(rest)
+    if verb == "export":
+        from zoo.export import main as export_main
+
+        return export_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2

@@ -14,6 +14,7 @@ one branch instead of two.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -72,12 +73,14 @@ def sample(
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    # Only stochastic steps take a generator (DDPM does, UniPC does not): pass it where `step` accepts it.
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     x = noise * scheduler.init_noise_sigma
     for i, t in enumerate(scheduler.timesteps):
         guided = not guidance.oscillate or i % 2 == 0
         x_in = scheduler.scale_model_input(x, t)
         v = guided_prediction(model_fn, x_in, t.expand(x.shape[0]), guidance, guided)
-        x = scheduler.step(v, t, x, generator=generator).prev_sample
+        x = scheduler.step(v, t, x, **step_kwargs).prev_sample
         if progress is not None:
             progress(i + 1, num_inference_steps)
     return x.clamp(-1, 1)

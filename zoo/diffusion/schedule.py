@@ -16,6 +16,9 @@ def make_scheduler(num_train_timesteps: int = 1000, thresholding: bool = True) -
     `thresholding` turns on Imagen's dynamic thresholding in `step` (arXiv 2205.11487 §2.3): "at each sampling step
     we set s to a certain percentile absolute pixel value in x̂_0^t, and if s > 1, then we threshold x̂_0^t to the
     range [-s, s] and then divide by s" (diffusers' `_threshold_sample`, percentile 0.995).
+
+    Sampling timesteps are spaced "trailing", so every step count starts at t = T - 1 (with diffusers' default
+    "leading" spacing, 256 of 1000 steps would start at t = 765, never from pure noise; Lin et al. 2023, §3.3).
     """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
@@ -25,6 +28,7 @@ def make_scheduler(num_train_timesteps: int = 1000, thresholding: bool = True) -
         thresholding=thresholding,
         dynamic_thresholding_ratio=0.995,
         sample_max_value=1.0,
+        timestep_spacing="trailing",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from diffusers import UNet2DConditionModel
+from diffusers import SchedulerMixin, UNet2DConditionModel
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -181,8 +181,11 @@ class InstructImagen(LightningModule):
         num_inference_steps: int | None = None,
         guidance: Guidance | None = None,
         seed: int = 0,
+        scheduler: SchedulerMixin | None = None,
     ) -> torch.Tensor:
         """Generates one image per instruction. The context is encoded once and reused at every step.
+
+        `scheduler` replaces the training schedule's DDPM for sampling (see `zoo.diffusion.samplers`).
 
         Returns:
             images (B, 3, H, W) in [-1, 1].
@@ -202,23 +205,24 @@ class InstructImagen(LightningModule):
         branches = {"full": (text, text_mask, context), "text": (text, text_mask, no_context), "null": (null_text, null_mask, no_context)}
 
         # 2. one batched network call per step for all requested branches
+        joined: dict[tuple[str, ...], tuple] = {}  # each branch combination's conditions, concatenated once
+
         def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
-            parts = [branches[name] for name in names]
-            v = self.model(
-                torch.cat([x_t] * len(parts)),
-                torch.cat([t] * len(parts)),
-                torch.cat([p[0] for p in parts]),
-                torch.cat([p[1] for p in parts]),
-                ContextTokens.cat([p[2] for p in parts]),
-            )
-            return list(v.chunk(len(parts)))
+            if names not in joined:
+                parts = [branches[name] for name in names]
+                joined[names] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), ContextTokens.cat([p[2] for p in parts]))
+            n = len(names)
+            v = self.model(torch.cat([x_t] * n), torch.cat([t] * n), *joined[names])
+            # A learned-variance UNet (DeepFloyd IF: out_channels = 2 × in_channels) also predicts a variance; the
+            # fixed-variance schedule uses the first half only, as diffusers' IFPipeline does.
+            return list(v[:, : x_t.shape[1]].chunk(n))
 
         # 3. the reverse process
         generator = torch.Generator().manual_seed(seed)
         size = self.hparams.image_size
         noise = torch.randn(b, self.model.config.in_channels, size, size, generator=generator).to(self.device)
         steps = self.hparams.sample_steps if num_inference_steps is None else num_inference_steps
-        return sample(model_fn, self.scheduler, noise, steps, guidance, generator)
+        return sample(model_fn, scheduler or self.scheduler, noise, steps, guidance, generator)
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self)

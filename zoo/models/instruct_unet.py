@@ -73,16 +73,28 @@ class ContextCrossAttention(nn.Module):
         nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor, context: ContextTokens) -> torch.Tensor:
-        b, n, _ = x.shape  # (B, N, C) query tokens
-        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
-        k = self.to_k(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
-        v = self.to_v(context.tokens).view(b, context.tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        """(B, N, C) query tokens → what the context adds to them, (B, N, C); zero for rows without context."""
         has_context = context.mask.any(dim=1)  # (B,)
-        # A row with no context at all would softmax over nothing (NaN): let it attend anywhere, then zero it.
-        mask = context.mask | ~has_context[:, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, h, N, d)
-        out = self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
-        return out * has_context[:, None, None].to(out.dtype)
+        if has_context.all():
+            return self.attend(x, context.tokens, context.mask)
+        # Rows without context (dropped in training; guidance's unconditional branch) add nothing: skip their
+        # attention instead of computing and zeroing it.
+        out = torch.zeros_like(x)
+        rows = has_context.nonzero().squeeze(1)
+        if rows.numel() > 0:
+            out = out.index_put((rows,), self.attend(x[rows], context.tokens[rows], context.mask[rows]))
+        return out
+
+    def attend(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of x (B, N, C) over tokens (B, L, C_ctx) where mask (B, L) is True (≥ 1 True per row)."""
+        b, n, _ = x.shape
+        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
+        k = self.to_k(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        v = self.to_v(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+        # No mask when every token is real (the common case): SDPA then picks its fused kernels.
+        attn_mask = None if mask.all() else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
 
 
 class _ContextHook:
@@ -199,6 +211,9 @@ class InstructUNet(nn.Module):
         timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
         # 1. time (and IF-style text addition embedding)
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep))
+        if unet.class_embedding is not None:  # a super-resolution UNet's noise-augmentation level: 0, the image is clean
+            class_emb = unet.get_class_embed(sample=x, class_labels=timestep)
+            emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
         aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=text, added_cond_kwargs={})
         emb = emb + aug if aug is not None else emb
         if unet.time_embed_act is not None:
@@ -223,6 +238,7 @@ class InstructUNet(nn.Module):
         text: torch.Tensor,
         text_mask: torch.Tensor,
         context: ContextTokens | None = None,
+        class_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The denoiser: (x_t, t, text, context) → model output (v for this project).
 
@@ -230,10 +246,13 @@ class InstructUNet(nn.Module):
             sample: (B, C, H, W) noisy images; timestep: (B,) or scalar.
             text: (B, L, D) payload embeddings; text_mask (B, L) bool.
             context: encoded context for this batch, or None for text-only.
+            class_labels: (B,) for a UNet with a class embedding (a super-resolution UNet's noise-augmentation level).
         """
         self._context = context
         try:
-            return self.unet(sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample
+            return self.unet(
+                sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=class_labels
+            ).sample
         finally:
             # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;
             # otherwise clear it, so a later direct call of `self.unet` is the plain backbone.

@@ -1,0 +1,184 @@
+"""Tests of the cascade pipeline: base → SR in one batched call, the saved folder (layout, diffusers-loadable UNet,
+round trip with identical outputs), checkpoints, and the `export` / `generate --model` verbs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+from PIL import Image
+
+from conftest import IMAGE_SIZE, TEXT_MAX_LENGTH, build_tiny_model
+from zoo.cli import main
+from zoo.instruction import ContextItem, Instruction
+from zoo.pipeline import InstructImagenPipeline
+
+SR_SIZE = 2 * IMAGE_SIZE
+FAST = dict(num_inference_steps=2, sr_num_inference_steps=2)
+
+
+def build_sr(seed: int = 0, **overrides):
+    from zoo.lit.sr_module import SuperResolution
+
+    kwargs = dict(unet="tiny", text_max_length=TEXT_MAX_LENGTH, image_size=SR_SIZE, lowres_size=IMAGE_SIZE)
+    kwargs.update(overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SuperResolution(**kwargs)
+
+
+def perturb_context_layers(module: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised context layers weights, so a round trip that lost them would show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "context_layers" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+@pytest.fixture(scope="module")
+def cascade() -> InstructImagenPipeline:
+    base, sr = build_tiny_model(), build_sr(read_context=True)
+    perturb_context_layers(base, 1)
+    perturb_context_layers(sr, 2)
+    return InstructImagenPipeline(base, sr)
+
+
+@pytest.fixture(scope="module")
+def saved(cascade: InstructImagenPipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cascade.save_pretrained(tmp_path_factory.mktemp("pipe") / "cascade")
+
+
+def mixed_instructions() -> list[Instruction | str]:
+    g = torch.Generator().manual_seed(0)
+    style = torch.rand(3, 40, 40, generator=g)  # any size: each stage resizes to its own
+    return [
+        "Draw a red circle on the left",
+        Instruction("Draw a square in the style of [ref#1]", context=[ContextItem("[ref#1]", "a [ref#1] style image", style)]),
+    ]
+
+
+def test_one_call_runs_base_then_sr_batched(cascade: InstructImagenPipeline, monkeypatch) -> None:
+    calls = []
+    for stage in (cascade.base, cascade.sr):
+        original = stage.generate
+        monkeypatch.setattr(stage, "generate", lambda *a, _o=original, _s=stage, **k: calls.append(type(_s).__name__) or _o(*a, **k))
+    images = cascade(mixed_instructions(), **FAST)
+    assert calls == ["InstructImagen", "SuperResolution"]
+    assert len(images) == 2 and all(isinstance(i, Image.Image) and i.size == (SR_SIZE, SR_SIZE) for i in images)
+    tensor = cascade(mixed_instructions(), output_type="pt", **FAST)
+    assert tensor.shape == (2, 3, SR_SIZE, SR_SIZE) and tensor.min() >= 0 and tensor.max() <= 1
+
+
+def test_base_only_pipeline_and_sampler_choice(cascade: InstructImagenPipeline) -> None:
+    base_only = InstructImagenPipeline(cascade.base)
+    out = base_only("Draw a red circle", sampler="dpmsolver++", num_inference_steps=3, output_type="pt")
+    assert out.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with pytest.raises(ValueError, match="euler"):
+        base_only("Draw", sampler="euler")
+    with pytest.raises(ValueError, match="euler"):
+        InstructImagenPipeline(cascade.base, sampler="euler")
+
+
+def test_mismatched_stage_sizes_are_named(cascade: InstructImagenPipeline) -> None:
+    with pytest.raises(ValueError, match="lowres_size"):
+        InstructImagenPipeline(cascade.base, build_sr(lowres_size=8))
+
+
+def test_saved_folder_layout(saved: Path) -> None:
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == "InstructImagenPipeline" and index["_zoo_version"]
+    assert index["base"] == ["zoo.lit.module", "InstructImagen"]
+    assert index["sr"] == ["zoo.lit.sr_module", "SuperResolution"]
+    for path in [
+        "text_encoder/config.json", "text_encoder/model.safetensors", "scheduler/scheduler_config.json",
+        "base/zoo_config.json", "base/unet/config.json", "base/unet/diffusion_pytorch_model.safetensors",
+        "base/context_layers.safetensors", "sr/unet/diffusion_pytorch_model.safetensors",
+        "sr/context_layers.safetensors", "sr/scheduler/scheduler_config.json", "README.md",
+    ]:
+        assert (saved / path).is_file(), path
+    assert not (saved / "sr" / "text_encoder").exists()  # the same encoder is stored once
+    assert not list(saved.rglob("*.bin")) and not list(saved.rglob("*.ckpt"))  # safetensors only
+
+
+def test_saved_unet_loads_in_plain_diffusers(cascade: InstructImagenPipeline, saved: Path) -> None:
+    unet = UNet2DConditionModel.from_pretrained(saved / "sr" / "unet")
+    assert unet.config.in_channels == 6 and unet.config.class_embed_type == "timestep"
+    ours = cascade.sr.model.unet.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in unet.state_dict().items())
+
+
+def test_round_trip_gives_identical_outputs(cascade: InstructImagenPipeline, saved: Path) -> None:
+    loaded = InstructImagenPipeline.from_pretrained(saved)
+    assert loaded.sr.text_encoder is loaded.base.text_encoder
+    for kwargs in [dict(seed=3), dict(seed=4, sampler="unipc", guidance_scale=4.0, context_guidance_scale=2.0)]:
+        a = cascade(mixed_instructions(), output_type="pt", **FAST, **kwargs)
+        b = loaded(mixed_instructions(), output_type="pt", **FAST, **kwargs)
+        assert torch.equal(a, b)
+
+
+def test_from_pretrained_of_a_non_pipeline_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model_index.json"):
+        InstructImagenPipeline.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints + CLI
+def write_ckpt(module: torch.nn.Module, path: Path) -> Path:
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__},
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(cascade: InstructImagenPipeline, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("ckpts")
+    return write_ckpt(cascade.base, folder / "base.ckpt"), write_ckpt(cascade.sr, folder / "sr.ckpt")
+
+
+def test_from_checkpoint_equals_the_modules(cascade: InstructImagenPipeline, ckpts: tuple[Path, Path]) -> None:
+    pipe = InstructImagenPipeline.from_checkpoint(*ckpts)
+    a = cascade(mixed_instructions(), output_type="pt", seed=5, **FAST)
+    assert torch.equal(pipe(mixed_instructions(), output_type="pt", seed=5, **FAST), a)
+    with pytest.raises(ValueError, match="nope.ckpt"):
+        InstructImagenPipeline.from_checkpoint(ckpts[0], ckpts[0].parent / "nope.ckpt")
+
+
+def test_export_then_generate_with_model_folder(ckpts: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("sys.argv", ["zoo"])
+    out = tmp_path / "exported"
+    assert main(["export", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(ckpts[1]), "--out", str(out), "--sampler", "dpmsolver++"]) == 0
+    assert json.loads((out / "model_index.json").read_text())["sampler"] == "dpmsolver++"
+    images = tmp_path / "images"
+    argv = ["generate", "--model", str(out), "Draw a red circle", "--steps", "2", "--sr-steps", "2", "--out", str(images),
+            "--guidance", "2", "--context-guidance", "1.5"]
+    assert main(argv) == 0
+    with Image.open(images / "sample_0000.png") as image:
+        assert image.size == (SR_SIZE, SR_SIZE)
+
+
+def test_generate_cli_with_sr_checkpoint_and_sampler(ckpts: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("sys.argv", ["zoo"])
+    argv = ["generate", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(ckpts[1]), "Draw a red circle", "--sampler", "unipc",
+            "--steps", "2", "--sr-steps", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    with Image.open(tmp_path / "sample_0000.png") as image:
+        assert image.size == (SR_SIZE, SR_SIZE)
+
+
+def test_cli_mistakes_are_one_line_exit_2(ckpts: tuple[Path, Path], tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("sys.argv", ["zoo"])
+    missing = tmp_path / "missing.ckpt"
+    for argv, name in [
+        (["generate", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(missing), "Draw", "--out", str(tmp_path)], str(missing)),
+        (["generate", "--model", str(tmp_path), "Draw", "--out", str(tmp_path)], "model_index.json"),
+        (["export", "--ckpt", str(missing), "--out", str(tmp_path / "x")], str(missing)),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and name in err

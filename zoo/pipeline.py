@@ -1,0 +1,248 @@
+"""InstructImagenPipeline: the whole cascade (base → super-resolution) behind one call, saved as one folder.
+
+    pipe = InstructImagenPipeline.from_checkpoint("base.ckpt", sr_ckpt="sr.ckpt")   # or .from_pretrained("folder")
+    images = pipe([instruction, "a red circle on the left"], sampler="dpmsolver++", seed=0)  # list of PIL images
+    pipe.save_pretrained("my-instruct-imagen")
+
+The folder follows diffusers' layout, one subfolder per component, every weight in safetensors:
+
+    model_index.json           the pipeline class, zoo version, default sampler and the components
+    text_encoder/              transformers `save_pretrained` (config, weights, tokenizer), shared by both stages
+    scheduler/                 the base stage's training schedule (`scheduler_config.json`)
+    base/zoo_config.json       the Lightning module's hyperparameters (they rebuild it)
+    base/unet/                 diffusers `UNet2DConditionModel.save_pretrained` (loads in plain diffusers)
+    base/context_layers.safetensors   the new context cross-attention layers
+    sr/...                     the same for the super-resolution stage (+ sr/scheduler/, and sr/text_encoder/ only
+                               when its encoder differs from the base stage's)
+
+The pipeline holds the two Lightning modules (plain `nn.Module`s here; no Trainer is involved) and drives their
+`generate` with a named sampler from `zoo.diffusion.samplers`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import DDPMScheduler
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import zoo
+from zoo.diffusion.samplers import SAMPLERS, make_sampler
+from zoo.grid import to_pil
+from zoo.instruction import Instruction
+from zoo.lit.data import resize_instruction
+from zoo.lit.module import InstructImagen
+from zoo.lit.sr_module import SuperResolution
+
+INDEX = "model_index.json"
+STAGE_CONFIG = "zoo_config.json"
+CONTEXT_LAYERS = "context_layers.safetensors"
+ONE_FILE = "10000GB"  # keep each UNet in one safetensors file (diffusers would shard above 10GB)
+
+
+def _unet_and_context(module: InstructImagen | SuperResolution):
+    """(the diffusers UNet, the context layers or None) of a stage."""
+    if isinstance(module, SuperResolution):
+        return module.model.unet, (module.model.net.context_layers if module.model.read_context else None)
+    return module.model.unet, module.model.context_layers
+
+
+def _same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and type(a.tokenizer) is type(b.tokenizer)
+
+
+class InstructImagenPipeline:
+    """The cascade: an `InstructImagen` base stage and an optional `SuperResolution` stage.
+
+    Args:
+        base: the base stage.
+        sr: the super-resolution stage; its `lowres_size` must be the base stage's `image_size`.
+        sampler: the default sampler name (see `zoo.diffusion.samplers.SAMPLERS`).
+    """
+
+    def __init__(self, base: InstructImagen, sr: SuperResolution | None = None, sampler: str = "ddpm") -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        if sr is not None and sr.hparams.lowres_size != base.hparams.image_size:
+            raise ValueError(
+                f"the SR stage upsamples {sr.hparams.lowres_size} px images but the base stage makes "
+                f"{base.hparams.image_size} px images; train the SR stage with lowres_size={base.hparams.image_size}"
+            )
+        self.base, self.sr, self.sampler = base.eval(), (sr.eval() if sr is not None else None), sampler
+
+    # ------------------------------------------------------------------------------------------------ building
+    @classmethod
+    def from_checkpoint(
+        cls, base_ckpt: str | Path, sr_ckpt: str | Path | None = None, sampler: str = "ddpm", map_location: str = "cpu"
+    ) -> InstructImagenPipeline:
+        """From Lightning checkpoints written by `python -m zoo fit` (base recipe, and optionally recipes/sr.yaml)."""
+        for flag, path in [("base checkpoint", base_ckpt), ("SR checkpoint", sr_ckpt)]:
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{flag} {path}: no such file")
+        base = cls._load_checkpoint(InstructImagen, base_ckpt, map_location)
+        sr = cls._load_checkpoint(SuperResolution, sr_ckpt, map_location) if sr_ckpt is not None else None
+        return cls(base, sr, sampler)
+
+    @staticmethod
+    def _load_checkpoint(module_class: type, path: str | Path, map_location: str) -> InstructImagen | SuperResolution:
+        try:
+            return module_class.load_from_checkpoint(path, map_location=map_location)
+        except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
+            raise ValueError(f"{path}: not a readable {module_class.__name__} checkpoint ({error})") from error
+
+    def to(self, device: torch.device | str) -> InstructImagenPipeline:
+        self.base.to(device)
+        if self.sr is not None:
+            self.sr.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.base.device
+
+    # ------------------------------------------------------------------------------------------------- saving
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Writes the cascade as one folder (layout in the module docstring); returns its path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_encoder(self.base, folder / "text_encoder")
+        self.base.scheduler.save_pretrained(folder / "scheduler")
+        self._save_stage(self.base, folder / "base", "text_encoder")
+        components = {"base": ["zoo.lit.module", "InstructImagen"], "sr": None}
+        if self.sr is not None:
+            self.sr.scheduler.save_pretrained(folder / "sr" / "scheduler")
+            shared = _same_encoder(self.sr.text_encoder, self.base.text_encoder)
+            if not shared:
+                self._save_encoder(self.sr, folder / "sr" / "text_encoder")
+            self._save_stage(self.sr, folder / "sr", "text_encoder" if shared else "sr/text_encoder")
+            components["sr"] = ["zoo.lit.sr_module", "SuperResolution"]
+        encoder = self.base.text_encoder.model
+        index = {
+            "_class_name": type(self).__name__,
+            "_zoo_version": zoo.__version__,
+            "sampler": self.sampler,
+            **components,
+            "text_encoder": [type(encoder).__module__.split(".")[0], type(encoder).__name__],
+            "scheduler": ["diffusers", type(self.base.scheduler).__name__],
+        }
+        (folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        self._model_card().save(folder / "README.md")
+        return folder
+
+    @staticmethod
+    def _save_encoder(module: InstructImagen | SuperResolution, folder: Path) -> None:
+        module.text_encoder.model.save_pretrained(folder)
+        module.text_encoder.tokenizer.save_pretrained(folder)
+
+    @staticmethod
+    def _save_stage(module: InstructImagen | SuperResolution, folder: Path, encoder_subfolder: str) -> None:
+        unet, context_layers = _unet_and_context(module)
+        unet.save_pretrained(folder / "unet", safe_serialization=True, max_shard_size=ONE_FILE)
+        if context_layers is not None:
+            save_file({k: v.contiguous() for k, v in context_layers.state_dict().items()}, folder / CONTEXT_LAYERS)
+        # LightningCLI adds `_class_path`/`_instantiator` to the hyperparameters; the constructor takes the rest.
+        hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
+        config = {"hparams": hparams, "text_encoder_subfolder": encoder_subfolder}
+        (folder / STAGE_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    def _model_card(self) -> ModelCard:
+        hp = self.base.hparams
+        sr = f" → {self.sr.hparams.image_size} px super-resolution" if self.sr is not None else ""
+        return ModelCard(
+            "---\nlibrary_name: zoo\ntags:\n- instruct-imagen\n- text-to-image\n- zoo\n---\n\n"
+            f"# Instruct-Imagen cascade\n\nBase stage {hp.image_size} px{sr}, text encoder `{hp.text_encoder}`, "
+            f"written by zoo {zoo.__version__}.\n\n```python\nfrom zoo.pipeline import InstructImagenPipeline\n\n"
+            f"pipe = InstructImagenPipeline.from_pretrained(\"path/to/this/folder\")\n"
+            f"images = pipe(\"Draw a red circle on the left\")\n```\n"
+        )
+
+    # ------------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, sampler: str | None = None) -> InstructImagenPipeline:
+        """Loads a folder written by `save_pretrained` (or `python -m zoo export`)."""
+        folder = Path(folder)
+        if not (folder / INDEX).is_file():
+            raise ValueError(f"{folder}: not a saved pipeline (no {INDEX}); write one with `python -m zoo export`")
+        index = json.loads((folder / INDEX).read_text())
+        base = cls._load_stage(InstructImagen, folder, "base")
+        base.scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        sr = None
+        if index.get("sr") is not None:
+            sr = cls._load_stage(SuperResolution, folder, "sr")
+            sr.scheduler = DDPMScheduler.from_pretrained(folder / "sr" / "scheduler")
+            if json.loads((folder / "sr" / STAGE_CONFIG).read_text())["text_encoder_subfolder"] == "text_encoder":
+                sr.text_encoder = base.text_encoder  # one encoder in memory for both stages
+        return cls(base, sr, sampler or index.get("sampler", "ddpm"))
+
+    @staticmethod
+    def _load_stage(module_class: type, folder: Path, stage: str) -> InstructImagen | SuperResolution:
+        config = json.loads((folder / stage / STAGE_CONFIG).read_text())
+        hparams = {**config["hparams"], "text_encoder": str(folder / config["text_encoder_subfolder"])}
+        hparams.pop("init_from", None)  # the weights come from this folder
+        module = module_class(**hparams)
+        unet, context_layers = _unet_and_context(module)
+        unet.load_state_dict(load_file(folder / stage / "unet" / "diffusion_pytorch_model.safetensors"))
+        if context_layers is not None:
+            context_layers.load_state_dict(load_file(folder / stage / CONTEXT_LAYERS))
+        return module.eval()
+
+    # ---------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        instructions: Instruction | str | Sequence[Instruction | str],
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        context_guidance_scale: float | None = None,
+        seed: int = 0,
+        sampler: str | None = None,
+        sr_num_inference_steps: int | None = None,
+        sr_guidance_scale: float | None = None,
+        noise_level: float | None = None,
+        output_type: Literal["pil", "pt"] = "pil",
+    ) -> list[Image.Image] | torch.Tensor:
+        """Generates one image per instruction, as one batch: base stage, then super-resolution if present.
+
+        Args:
+            instructions: `Instruction`s, or plain strings for text-only prompts.
+            num_inference_steps, guidance_scale: base-stage overrides of the sampler's defaults.
+            context_guidance_scale: a separate scale for the context (text scale = `guidance_scale`).
+            seed: seeds the noise of the whole batch.
+            sampler: a name from `zoo.diffusion.samplers.SAMPLERS` (default: the pipeline's). The SR stage uses the
+                same solver at its own step count and guidance (`paper` means the base stage's setting; SR then
+                samples with DDPM).
+            sr_num_inference_steps, sr_guidance_scale: SR-stage overrides.
+            noise_level: SR augmentation level, a fraction of T (default: the SR stage's `lowres_sample_noise_level`).
+            output_type: "pil" (a list of RGB images) or "pt" (a (B, 3, H, W) tensor in [0, 1], as diffusers).
+        """
+        if isinstance(instructions, (str, Instruction)):
+            instructions = [instructions]
+        items = [Instruction(text=i, task="generate") if isinstance(i, str) else i for i in instructions]
+        if not items:
+            raise ValueError("no instructions given")
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        name = sampler or self.sampler
+        base, hp = self.base, self.base.hparams
+        # 1. base stage at its own resolution
+        chosen = make_sampler(name, base.scheduler, num_inference_steps, guidance_scale, context_guidance_scale, hp.sample_steps, hp.guidance_scale)
+        at_base = [resize_instruction(i, hp.image_size) for i in items]
+        images = base.generate(at_base, chosen.num_inference_steps, chosen.guidance, seed, scheduler=chosen.scheduler)
+        # 2. super-resolution of the base images, reading the same instructions
+        if self.sr is not None:
+            shp = self.sr.hparams
+            chosen = make_sampler(
+                "ddpm" if name == "paper" else name, self.sr.scheduler, sr_num_inference_steps, sr_guidance_scale,
+                context_guidance_scale if shp.read_context else None, shp.sample_steps, shp.guidance_scale,
+            )
+            images = self.sr.generate(items, images, chosen, seed, noise_level)
+        if output_type == "pt":
+            return (images.float().cpu() + 1) / 2
+        return [to_pil(image) for image in images]
