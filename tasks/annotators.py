@@ -61,7 +61,7 @@ def hed_edges(image: Image.Image, rng: random.Random | None = None, *, model: HE
     image = image.convert("RGB")
     scale = max(1.0, HED_MIN_SIDE / min(image.size))
     work = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
-    probability = Image.fromarray(model.edge_probability(work), "F").resize(image.size, Image.Resampling.BILINEAR)
+    probability = Image.fromarray(model.edge_probability(work)).resize(image.size, Image.Resampling.BILINEAR)
     edges = np.asarray(probability) > HED_THRESHOLD
     if rng is not None:
         edges = random_dilation(edges, rng)
