@@ -237,16 +237,11 @@ class InstructImagen(LightningModule):
             raise RuntimeError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]}; the last good checkpoint is kept")
         checkpoint["zoo_rng_state"] = rng_state()
         checkpoint["zoo_nonfinite"] = self.nonfinite.state_dict()
-        # A pretrained text encoder reloads from its path; keep it out of every checkpoint (it can be GBs).
-        if self.text_encoder.from_pretrained:
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith("text_encoder.")]:
-                del state[key]
+        self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
-            state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
+        self.text_encoder.fill_into(state, "text_encoder.")
         if self.lora_config is not None and state and all(".lora_" in k for k in state):
             # an adapter-only checkpoint (zoo.lit.fsdp.FSDPStrategyForLoRA): the frozen base comes from init_from
             state.update({k: v for k, v in self.state_dict().items() if k not in state})

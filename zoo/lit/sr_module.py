@@ -92,16 +92,11 @@ class SuperResolution(LightningModule):
     configure_optimizers = InstructImagen.configure_optimizers
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A pretrained text encoder reloads from its path; keep it out of every checkpoint (it can be GBs).
-        if self.text_encoder.from_pretrained:
-            state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith("text_encoder.")]:
-                del state[key]
+        self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        if self.text_encoder.from_pretrained and not any(k.startswith("text_encoder.") for k in state):
-            state.update({f"text_encoder.{k}": v for k, v in self.text_encoder.state_dict().items()})
+        self.text_encoder.fill_into(state, "text_encoder.")
 
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -203,6 +203,18 @@ class TextEncoder(nn.Module):
         """`{"class_path": ..., "init_args": ...}`: the YAML form that rebuilds this encoder."""
         return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self.init_args)}
 
+    def drop_from(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Removes this encoder's weights (under `prefix`) from a checkpoint's state dict when it was loaded from a
+        path: it reloads from there, and a T5-XXL would add GBs to every checkpoint. Built-in encoders stay in."""
+        if self.from_pretrained:
+            for key in [k for k in state if k.startswith(prefix)]:
+                del state[key]
+
+    def fill_into(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        """Puts back the weights `drop_from` removed, from this (freshly loaded) encoder, before `load_state_dict`."""
+        if self.from_pretrained and not any(k.startswith(prefix) for k in state):
+            state.update({f"{prefix}{k}": v for k, v in self.state_dict().items()})
+
     def train(self, mode: bool = True) -> TextEncoder:
         # Frozen (paper Fig 3): dropout stays off even while the rest of the model trains.
         return super().train(False)
