@@ -106,3 +106,16 @@ def task_instructions() -> list[Instruction]:
 @pytest.fixture
 def task_batch(task_instructions: list[Instruction]) -> InstructionBatch:
     return collate_instructions(task_instructions)
+
+
+def toy_model_fn(calls: list[tuple[str, ...]] | None = None):
+    """A tiny deterministic 'network': each branch gives a different smooth function of (x_t, t)."""
+    offsets = {"full": 0.3, "text": 0.1, "null": -0.2}
+
+    def model_fn(x_t, t, names):
+        if calls is not None:
+            calls.append(tuple(names))
+        scale = (t.float() / 1000).view(-1, 1, 1, 1)
+        return [0.5 * x_t * scale + offsets[name] * (1 - scale) for name in names]
+
+    return model_fn

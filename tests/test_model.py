@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from conftest import IMAGE_SIZE, build_tiny_model
+from conftest import IMAGE_SIZE, build_tiny_model, toy_model_fn
 from zoo.diffusion.objective import condition_dropout
 from zoo.diffusion.sampler import Guidance, guided_prediction, sample
 from zoo.diffusion.schedule import make_scheduler, q_sample, velocity
@@ -416,19 +416,6 @@ def test_velocity_and_q_sample_recover_x0_and_eps() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- (i) sampler
-def toy_model_fn(calls: list[tuple[str, ...]] | None = None):
-    """A tiny deterministic 'network': each branch gives a different smooth function of (x_t, t)."""
-    offsets = {"full": 0.3, "text": 0.1, "null": -0.2}
-
-    def model_fn(x_t, t, names):
-        if calls is not None:
-            calls.append(tuple(names))
-        scale = (t.float() / 1000).view(-1, 1, 1, 1)
-        return [0.5 * x_t * scale + offsets[name] * (1 - scale) for name in names]
-
-    return model_fn
-
-
 def manual_loop(scheduler, noise, steps, predict, seed):
     generator = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(steps)

@@ -8,22 +8,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from conftest import IMAGE_SIZE
+from conftest import IMAGE_SIZE, toy_model_fn
 from zoo.diffusion.sampler import Guidance, sample
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.diffusion.schedule import make_scheduler
-
-
-def toy_model_fn(calls: list[tuple[str, ...]] | None = None):
-    offsets = {"full": 0.3, "text": 0.1, "null": -0.2}
-
-    def model_fn(x_t, t, names):
-        if calls is not None:
-            calls.append(tuple(names))
-        scale = (t.float() / 1000).view(-1, 1, 1, 1)
-        return [0.5 * x_t * scale + offsets[name] * (1 - scale) for name in names]
-
-    return model_fn
 
 
 def manual_loop(scheduler, noise, steps, predict, seed):
