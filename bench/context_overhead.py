@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo", choices=sorted(ENCODERS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = InstructImagen(unet=args.preset, text_encoder=ENCODERS[args.preset], text_max_length=64, image_size=32)

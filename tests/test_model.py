@@ -345,13 +345,39 @@ def test_generate_encodes_the_context_once(tiny_model, task_instructions, monkey
 
     monkeypatch.setattr(inner, "encode_context", counted("encode_context", inner.encode_context))
     monkeypatch.setattr(inner, "down_features", counted("down_features", inner.down_features))
-    handle = inner.unet.register_forward_pre_hook(lambda m, a: calls.__setitem__("forward", calls["forward"] + 1))
+    handles = [inner.unet.register_forward_pre_hook(lambda m, a: calls.__setitem__("forward", calls["forward"] + 1))]
+    key_projections = []
+    for layer in inner.context_layers.values():
+        handles.append(layer.to_k.register_forward_hook(lambda m, a, o: key_projections.append(m)))
     try:
         tiny_model.generate(task_instructions, num_inference_steps=steps, guidance=guidance, seed=0)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     assert calls["encode_context"] == 1 and calls["down_features"] == 1
     assert calls["forward"] == steps  # one batched network call per step, whatever the guidance
+    # each context layer projects the fixed context tokens once per branch combination, not once per step
+    combinations = 2 if guidance.oscillate else 1  # oscillating: guided steps batch three branches, unguided one
+    assert len(key_projections) == combinations * len(inner.context_layers)
+
+
+def test_context_keys_values_are_kept_only_without_gradients(tiny_model, task_batch) -> None:
+    inner = copy.deepcopy(tiny_model.model)
+    for layer in inner.context_layers.values():  # trained-looking layers, so the context changes the output
+        torch.nn.init.normal_(layer.to_out.weight, std=0.1)
+    text, text_mask = tiny_model.encode_text(task_batch.texts)
+    t = torch.zeros(len(task_batch), dtype=torch.long)
+    x = torch.randn(len(task_batch), 3, IMAGE_SIZE, IMAGE_SIZE)
+    context = tiny_model.encode_context(task_batch)
+    inner(x, t, text, text_mask, context)  # training: keys/values must stay in the graph of this step only
+    assert context.projected == {}
+    with torch.no_grad():
+        first = inner(x, t, text, text_mask, context)
+        assert len(context.projected) == len(inner.context_layers)
+        cached = inner(x, t, text, text_mask, context)
+        text_only = inner(x, t, text, text_mask, None)
+    assert torch.equal(first, cached)
+    assert not torch.allclose(first, text_only)
 
 
 # Regression test: generating for text-only instructions (no context in the whole batch) must work.

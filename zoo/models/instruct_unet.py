@@ -23,7 +23,7 @@ under gradient checkpointing, which re-runs the forward during backward).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -33,12 +33,15 @@ from diffusers.models.attention_processor import Attention
 from torch import nn
 
 
-@dataclass
+@dataclass(eq=False)
 class ContextTokens:
     """Encoded context: tokens (B, N, C_ctx) with mask (B, N) bool (False = padding or dropped context)."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
+    # Each context layer's keys and values of these tokens, kept when no gradient is recorded (sampling): the tokens
+    # are fixed for a whole `generate` call, so each layer projects them once, not at every step.
+    projected: dict[nn.Module, tuple] = field(default_factory=dict, init=False, repr=False)
 
     @staticmethod
     def cat(parts: list[ContextTokens]) -> ContextTokens:
@@ -74,27 +77,38 @@ class ContextCrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: ContextTokens) -> torch.Tensor:
         """(B, N, C) query tokens → what the context adds to them, (B, N, C); zero for rows without context."""
-        has_context = context.mask.any(dim=1)  # (B,)
-        if has_context.all():
-            return self.attend(x, context.tokens, context.mask)
+        rows, k, v, mask = self.keys_values(context)
+        if rows is None:
+            return self.attend(x, k, v, mask)
         # Rows without context (dropped in training; guidance's unconditional branch) add nothing: skip their
         # attention instead of computing and zeroing it.
         out = torch.zeros_like(x)
-        rows = has_context.nonzero().squeeze(1)
         if rows.numel() > 0:
-            out = out.index_put((rows,), self.attend(x[rows], context.tokens[rows], context.mask[rows]))
+            out = out.index_put((rows,), self.attend(x[rows], k, v, mask))
         return out
 
-    def attend(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attention of x (B, N, C) over tokens (B, L, C_ctx) where mask (B, L) is True (≥ 1 True per row)."""
-        b, n, _ = x.shape
-        q = self.to_q(self.norm(x)).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
-        k = self.to_k(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
-        v = self.to_v(tokens).view(b, tokens.shape[1], self.heads, -1).transpose(1, 2)  # (B, h, L, d)
+    def keys_values(self, context: ContextTokens) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows that have context (None: all rows) and their keys, values (R, h, L, d) and token mask (R, L)."""
+        if self in context.projected:
+            return context.projected[self]
+        has_context = context.mask.any(dim=1)  # (B,)
+        rows = None if has_context.all() else has_context.nonzero().squeeze(1)
+        tokens, mask = (context.tokens, context.mask) if rows is None else (context.tokens[rows], context.mask[rows])
+        r, length, _ = tokens.shape
+        k = self.to_k(tokens).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
+        v = self.to_v(tokens).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
+        if not torch.is_grad_enabled():
+            context.projected[self] = (rows, k, v, mask)
+        return rows, k, v, mask
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of x (R, N, C) over keys/values (R, h, L, d) where mask (R, L) is True (≥ 1 True per row)."""
+        r, n, _ = x.shape
+        q = self.to_q(self.norm(x)).view(r, n, self.heads, -1).transpose(1, 2)  # (R, h, N, d)
         # No mask when every token is real (the common case): SDPA then picks its fused kernels.
         attn_mask = None if mask.all() else mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, N, d)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))  # (B, N, C)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (R, h, N, d)
+        return self.to_out(out.transpose(1, 2).reshape(r, n, -1))  # (R, N, C)
 
 
 class _ContextHook:
