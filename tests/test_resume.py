@@ -26,18 +26,24 @@ def recipe(root: Path, steps: int, kill_at: int | None = None, **model) -> dict:
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
-    """2 steps, SIGKILL-like exit, resume for 2 more == 4 uninterrupted steps (live and EMA weights, to 1e-6).
+    """2 steps, SIGKILL-like exit, resume for 3 more == 5 uninterrupted steps (live and EMA weights, to 1e-6).
 
-    The kill falls on an epoch boundary (2 steps per epoch): the data position restored is the epoch counter that
-    Lightning's fit loop keeps, and the mixture's sampler is a pure function of it (`EpochSampler.set_epoch`).
+    Epochs are 3 steps, so the kill falls mid-epoch and the resumed run then crosses an epoch boundary; condition
+    dropout is on, so the restored random stream matters as much as the restored data position.
     """
-    full = run_zoo("fit", "--config", str(write_recipe(tmp_path / "full.yaml", recipe(tmp_path / "full", 4, lora={"rank": 2}))))
+
+    def mid_epoch(root: Path, kill_at: int | None = None) -> dict:
+        r = recipe(root, 5, kill_at, lora={"rank": 2}, drop_text_and_context=0.25, drop_context=0.25)
+        r["data"]["samples_per_epoch"] = 6  # batch 2: 3 steps per epoch
+        return r
+
+    full = run_zoo("fit", "--config", str(write_recipe(tmp_path / "full.yaml", mid_epoch(tmp_path / "full"))))
     assert full.returncode == 0, full.stderr[-3000:]
-    first = run_zoo("fit", "--config", str(write_recipe(tmp_path / "a.yaml", recipe(tmp_path / "resumed", 4, kill_at=2, lora={"rank": 2}))))
+    first = run_zoo("fit", "--config", str(write_recipe(tmp_path / "a.yaml", mid_epoch(tmp_path / "resumed", kill_at=2))))
     assert first.returncode == 17, first.stderr[-3000:]  # killed by KillAfterStep, no teardown
     run_dir = tmp_path / "resumed" / "lightning_logs" / "version_0"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    second = run_zoo("fit", "--config", str(write_recipe(tmp_path / "b.yaml", recipe(tmp_path / "resumed", 4, lora={"rank": 2}))), "--ckpt_path", "last")
+    second = run_zoo("fit", "--config", str(write_recipe(tmp_path / "b.yaml", mid_epoch(tmp_path / "resumed"))), "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Restored all states" in second.stderr
     assert sorted(p.name for p in (tmp_path / "resumed" / "lightning_logs").iterdir()) == ["version_0"]  # same run dir
@@ -45,7 +51,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
 
     a = torch.load(tmp_path / "full" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 4
+    assert a["global_step"] == b["global_step"] == 5
     for key in ("state_dict", "current_model_state"):  # EMA weights and live weights
         assert a[key].keys() == b[key].keys()
         for name in a[key]:

@@ -347,6 +347,10 @@ class InstructionDataModule(LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=partial(collate_draws, image_size=self.image_size),
             persistent_workers=self.num_workers > 0,
+            # Its own generator: a DataLoader without one draws its worker base seed from the *global* torch RNG each
+            # time an iterator starts, so a run resumed mid-epoch (a new iterator where the uninterrupted run had
+            # none) would shift the noise and dropout draws of every later step. Samples come from per-index seeds.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> MixtureLoader:
