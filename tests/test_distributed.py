@@ -51,11 +51,33 @@ def test_adapter_only_state_keeps_lora_entries() -> None:
     assert kept and all(".lora_" in k for k in kept) and len(kept) == 2 * 48
 
 
+def test_recipe_strategy_name_fsdp_lora_builds_the_lora_strategy(tmp_path) -> None:
+    """`--trainer.strategy fsdp_lora` resolves through Lightning's registry (FSDP itself needs GPUs to run)."""
+    from lightning.pytorch import LightningModule
+
+    from zoo.cli import PARSER_MODE, ZooCLI
+    from zoo.lit.data import InstructionDataModule
+    from zoo.lit.fsdp import FSDPStrategyForLoRA
+
+    recipe = tiny_recipe(tmp_path / "run", lora={"rank": 2})
+    recipe["trainer"].update(devices=2, strategy="fsdp_lora")
+    args = ["--config", str(write_recipe(tmp_path / "fsdp.yaml", recipe))]
+    cli = ZooCLI(LightningModule, InstructionDataModule, subclass_mode_model=True, parser_kwargs={"parser_mode": PARSER_MODE}, run=False, args=args)
+    strategy = cli.trainer.strategy
+    assert isinstance(strategy, FSDPStrategyForLoRA)
+    assert isinstance(strategy.kwargs["auto_wrap_policy"], LoraWrapPolicy) and strategy.kwargs["use_orig_params"] is True
+    # and from the command line, where only `python -m zoo` has imported anything
+    result = run_zoo("fit", *args, "--trainer.devices", "1", "--trainer.max_steps", "1")
+    assert "invalid strategy name" not in result.stderr
+    if not torch.cuda.is_available():
+        assert result.returncode != 0 and "FullyShardedDataParallel" in result.stderr  # it got as far as wrapping
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs 2 CUDA devices")
 def test_fsdp_lora_run_saves_adapter_weights_only(tmp_path) -> None:
     recipe = tiny_recipe(tmp_path / "run", lora={"rank": 2})
-    recipe["trainer"].update(max_steps=2, devices=2, accelerator="gpu", strategy="zoo.lit.fsdp.FSDPStrategyForLoRA")
+    recipe["trainer"].update(max_steps=2, devices=2, accelerator="gpu", strategy="fsdp_lora")
     result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "fsdp.yaml", recipe)))
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(next((tmp_path / "run").glob("**/last.ckpt")), weights_only=True)

@@ -80,6 +80,7 @@ def run_lightning(args: list[str] | None) -> None:
     """Runs LightningCLI; `args` None means it reads sys.argv itself (LightningCLI warns when given both)."""
     from lightning.pytorch import LightningModule
 
+    import zoo.lit.fsdp  # noqa: F401  (registers the `fsdp_lora` strategy name)
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen  # noqa: F401  (imported so short names resolve: --model InstructImagen)
     from zoo.lit.sr_module import SuperResolution  # noqa: F401

@@ -8,9 +8,11 @@ unit, and the transformer, ResNet and context blocks are units around what is le
 run. Use it from a recipe:
 
     trainer:
-      strategy: zoo.lit.fsdp.FSDPStrategyForLoRA     # or, explicitly:
-      # strategy: {class_path: lightning.pytorch.strategies.FSDPStrategy,
-      #            init_args: {auto_wrap_policy: {class_path: zoo.lit.fsdp.LoraWrapPolicy}, use_orig_params: true}}
+      strategy: fsdp_lora          # registered in Lightning's StrategyRegistry below, like "ddp" or "fsdp"; or:
+      # strategy: {class_path: zoo.lit.fsdp.FSDPStrategyForLoRA, init_args: {sharding_strategy: SHARD_GRAD_OP}}
+
+(A dotted class name as a plain string, `strategy: zoo.lit.fsdp.FSDPStrategyForLoRA`, does not work: the Trainer's
+`strategy` accepts any string, so Lightning receives it as a strategy *name* and refuses it.)
 
 Lightning's EMAWeightAveraging does not support sharded models; leave EMA out of FSDP runs.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy
 
@@ -62,3 +64,10 @@ class FSDPStrategyForLoRA(FSDPStrategy):
 def adapter_only(state: dict[str, Any]) -> dict[str, Any]:
     """The LoRA entries of a state dict."""
     return {k: v for k, v in state.items() if ".lora_" in k}
+
+
+# `--trainer.strategy fsdp_lora`, listed with Lightning's own strategies (`zoo.cli` imports this module).
+if "fsdp_lora" not in StrategyRegistry:
+    StrategyRegistry.register(
+        "fsdp_lora", FSDPStrategyForLoRA, description="FSDP with frozen and LoRA parameters in separate units; LoRA runs save adapters only"
+    )
