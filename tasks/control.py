@@ -24,7 +24,7 @@ from PIL import Image
 
 from tasks.annotators import canny_edges, edge_annotator, sketch_lines
 from tasks.scoring import object_checks
-from tasks.world import Scene, World, caption, depth_map, object_mask, render, sketch
+from tasks.world import DrawsFromWorld, Scene, caption, depth_map, object_mask, render, sketch
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -50,7 +50,7 @@ def control_map(condition: str, scene: Scene, size: int, rng: random.Random) -> 
     raise ValueError(f"condition must be one of {list(CONDITION_TEXT)}, got {condition!r}")
 
 
-class Control(TemplatedTask):
+class Control(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
         condition: "depth", "mask", "edge" or "sketch"; the task is named "<condition>_to_image".
         edge_detector: the annotator for edges computed from dataset images: "canny" (or "hed", with `hed_weights`).
@@ -85,7 +85,6 @@ class Control(TemplatedTask):
                 "computed offline (no depth or salient-object model); map the dataset's "
                 f"{CONDITION_TEXT[condition]} column with source.columns, e.g. columns: {{control: <column>}}"
             )
-        self.world = World(seed)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)

@@ -30,14 +30,14 @@ from tasks.world import (
     POSITIONS,
     SHAPES,
     SIZES,
+    DrawsFromWorld,
     Scene,
     SceneObject,
-    World,
     render,
     silhouettes,
 )
 from zoo.instruction import ContextItem, Instruction
-from zoo.sources import DatasetSource, RowError, fit_square
+from zoo.sources import RowError, fit_square
 from zoo.task import TemplatedTask
 
 MASK_TEXT, CONTENT_TEXT = "[ref#1] mask", "[ref#2] content image"
@@ -92,23 +92,12 @@ def edit_mask(before: Scene, after: Scene, size: int) -> Image.Image:
     return silhouettes(changed, size, touched=True).filter(ImageFilter.MaxFilter(3))
 
 
-class Editing(TemplatedTask):
+class Editing(DrawsFromWorld, TemplatedTask):
     name = "editing"
     default_templates = Path(__file__).parent / "templates" / "editing.txt"
     placeholders = frozenset({"change"})
     markers = ("[ref#1]", "[ref#2]")
     columns = ("source_img", "mask_img", "instruction", "target_img")
-
-    def __init__(
-        self,
-        num_examples: int | None = None,
-        seed: int = 0,
-        image_size: int = 32,
-        templates: str | None = None,
-        source: DatasetSource | None = None,
-    ) -> None:
-        super().__init__(num_examples, seed, image_size, templates, source)
-        self.world = World(seed)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)

@@ -29,14 +29,14 @@ from tasks.world import (
     POSITIONS,
     SHAPES,
     SIZES,
+    DrawsFromWorld,
     Scene,
     SceneObject,
-    World,
     caption,
     render,
 )
 from zoo.instruction import ContextItem, Instruction
-from zoo.sources import DatasetSource, fit_square
+from zoo.sources import fit_square
 from zoo.task import TemplatedTask
 
 NEIGHBOURS = 3
@@ -57,24 +57,13 @@ def neighbour_scene(scene: Scene, rng: random.Random) -> Scene:
     return Scene(rng.choice(list(BACKGROUNDS)), tuple(objects))
 
 
-class Retrieval(TemplatedTask):
+class Retrieval(DrawsFromWorld, TemplatedTask):
     name = "retrieval"
     default_templates = Path(__file__).parent / "templates" / "retrieval.txt"
     placeholders = frozenset({"caption"})
     markers = MARKERS
     columns = ("image", "caption")
     optional_columns = ("cluster", "neighbours")
-
-    def __init__(
-        self,
-        num_examples: int | None = None,
-        seed: int = 0,
-        image_size: int = 32,
-        templates: str | None = None,
-        source: DatasetSource | None = None,
-    ) -> None:
-        super().__init__(num_examples, seed, image_size, templates, source)
-        self.world = World(seed)
 
     def index_rows(self) -> list[tuple[int, list[int]]]:
         """(target row, its candidate neighbours) for every row with at least 3 of them."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tasks.scoring import caption_conditions
 from tasks.styled_generation import check_styles
-from tasks.world import STYLES, World, render
+from tasks.world import STYLES, DrawsFromWorld, render
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -28,7 +28,7 @@ CONTENT_STYLE = "flat"
 TRANSFER_STYLES = tuple(style for style in STYLES if style != CONTENT_STYLE)
 
 
-class StyleTransfer(TemplatedTask):
+class StyleTransfer(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s: `styles`, the world styles to transfer to (None: every style but
     "flat", the content's own)."""
 
@@ -48,7 +48,6 @@ class StyleTransfer(TemplatedTask):
     ) -> None:
         self.styles = check_styles(styles, allowed=TRANSFER_STYLES)
         super().__init__(num_examples, seed, image_size, templates, source)
-        self.world = World(seed)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tasks.scoring import caption_conditions
-from tasks.world import STYLES, World, caption, render
+from tasks.world import STYLES, DrawsFromWorld, caption, render
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -36,7 +36,7 @@ def check_styles(styles: list[str] | None, field: str = "styles", allowed: tuple
     return chosen
 
 
-class StyledGeneration(TemplatedTask):
+class StyledGeneration(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s: `styles`, the world styles to draw from (None: all of
     `tasks.world.STYLES`), so some can be held out of training and evaluated zero-shot."""
 
@@ -57,7 +57,6 @@ class StyledGeneration(TemplatedTask):
     ) -> None:
         self.styles = check_styles(styles)
         super().__init__(num_examples, seed, image_size, templates, source)
-        self.world = World(seed)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)

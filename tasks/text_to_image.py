@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.scoring import caption_conditions
-from tasks.world import STYLES, World, caption, render
+from tasks.world import STYLES, DrawsFromWorld, caption, render
 from zoo.instruction import Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -28,7 +28,7 @@ NATURAL_STYLE = "flat"
 ART_STYLES = tuple(style for style in STYLES if style != NATURAL_STYLE)
 
 
-class TextToImage(TemplatedTask):
+class TextToImage(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s: `flavour`, "natural" or "art" (sets the default templates and, in
     the world, whether a named art style is drawn)."""
 
@@ -50,7 +50,6 @@ class TextToImage(TemplatedTask):
         self.flavour = flavour
         self.default_templates = TEMPLATES / ("text_to_image.txt" if flavour == "natural" else "text_to_image_art.txt")
         super().__init__(num_examples, seed, image_size, templates, source)
-        self.world = World(seed)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)

@@ -152,6 +152,19 @@ class World:
         return Scene(background, objects)
 
 
+class DrawsFromWorld:
+    """Mixin for task plugins whose built-in examples come from the world: `world` is the world of the task's `seed`.
+
+    A `World` holds nothing but its seed, so it is made on use instead of being stored by every plugin's `__init__`.
+    """
+
+    seed: int
+
+    @property
+    def world(self) -> World:
+        return World(self.seed)
+
+
 def subject(name: str) -> Subject:
     _check("subject", name, SUBJECTS)
     return SUBJECTS[name]
