@@ -23,6 +23,23 @@ def test_ddp_on_two_cpu_processes_gives_each_rank_different_data(tmp_path) -> No
     assert (tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_mixed_precision_from_the_same_recipe(tmp_path) -> None:
+    """`--trainer.precision bf16-mixed` (CPU autocast here): training, validation and the sample grid run; the
+    weights stay float32 and finite."""
+    recipe = tiny_recipe(tmp_path / "run", drop_text_and_context=0.3, drop_context=0.3)
+    recipe["trainer"].update(max_steps=2, precision="bf16-mixed", limit_val_batches=1, val_check_interval=2)
+    recipe["trainer"]["callbacks"].append(
+        {"class_path": "zoo.lit.callbacks.SampleGrid", "init_args": {"num_samples": 2, "num_inference_steps": 2}}
+    )
+    result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "bf16.yaml", recipe)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run" / "lightning_logs" / "version_0"
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert (run_dir / "samples" / "final.png").is_file()
+
+
 def fsdp_units(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(LoraWrapPolicy()._run_policy(model, set(), {}))
 
