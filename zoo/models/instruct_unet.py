@@ -18,6 +18,10 @@ the down blocks then learn only from the denoising path, and the context pass ke
 
 The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns (kept only
 under gradient checkpointing, which re-runs the forward during backward).
+
+Sampling cost: `generate` encodes the context once per call, and each context layer projects the (fixed) context
+tokens to keys and values once per call too (`ContextTokens.projected`, filled only when no gradient is recorded);
+every step then pays only the queries, the attention and the output projection.
 """
 
 from __future__ import annotations
