@@ -50,6 +50,8 @@ def test_samplers_are_the_diffusers_schedulers_on_the_training_schedule() -> Non
     assert type(kinds["paper"]) is DDPMScheduler and type(kinds["ddpm"]) is DDPMScheduler
     assert type(kinds["dpmsolver++"]) is DPMSolverMultistepScheduler
     assert kinds["dpmsolver++"].config.algorithm_type == "dpmsolver++"
+    assert type(kinds["sde-dpmsolver++"]) is DPMSolverMultistepScheduler
+    assert kinds["sde-dpmsolver++"].config.algorithm_type == "sde-dpmsolver++"
     assert type(kinds["unipc"]) is UniPCMultistepScheduler
     for scheduler in kinds.values():
         assert scheduler is not training
@@ -69,7 +71,7 @@ def test_paper_setting_is_256_ddpm_steps_with_oscillating_guidance_25() -> None:
 
 
 def test_fast_solvers_take_25_steps_and_the_models_own_scale() -> None:
-    for name in ("dpmsolver++", "unipc"):
+    for name in ("dpmsolver++", "sde-dpmsolver++", "unipc"):
         chosen = make_sampler(name, make_scheduler(), default_guidance_scale=4.5)
         assert chosen.num_inference_steps == 25 and chosen.guidance == Guidance(scale=4.5)
     ddpm = make_sampler("ddpm", make_scheduler(), default_steps=12, default_guidance_scale=2.0)
