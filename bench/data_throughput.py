@@ -109,7 +109,9 @@ def main() -> None:
     print(header)
     worst: tuple[float, str, int, float, float] | None = None
     for size in args.sizes:
-        tasks = {name: build_task(plugin, size) for name, plugin in plugins.items()}
+        built = {name: build_task(plugin, size) for name, plugin in plugins.items()}
+        # held-out zero-shot sets are evaluation-only: training never loads them, so they set no training demand
+        tasks = {name: task for name, task in built.items() if not getattr(task, "held_out", False)}
         first = next(iter(tasks.values()))
         batch = InstructionDataModule([first], image_size=size, batch_size=args.batch_size).train_dataloader()
         step = step_seconds(args.unet, args.text_encoder, size, next(iter(batch)), args.steps, device)
