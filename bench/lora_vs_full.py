@@ -66,10 +66,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=12, help="optimizer steps (≥ 3: the first 2 warm up and are not timed)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error(f"--steps must be at least 3 (the first 2 steps warm up and are not timed), got {args.steps}")
     if args.child is not None:
         print(json.dumps(measure(args.preset, args.child, args.steps, args.batch)))
         return
