@@ -155,3 +155,30 @@ def test_sr_unet_refuses_a_plain_backbone() -> None:
 
     with pytest.raises(ValueError, match="in_channels"):
         SuperResUNet(UNet2DConditionModel(**resolve_unet_config("tiny")))
+
+
+# ------------------------------------------------------------------------------------------ (init_from) start weights
+@pytest.mark.parametrize("read_context", [False, True])
+def test_sr_init_from_a_diffusers_folder_round_trips(tmp_path, sr_batch, read_context: bool) -> None:
+    """An SR UNet saved in diffusers format (as IF-II's is) starts a new SR stage: same weights, same outputs; when the
+    stage also reads the context, its new context layers are the only keys the folder lacks."""
+    source = build_sr(seed=1, read_context=read_context).eval()
+    source.model.unet.save_pretrained(tmp_path / "unet")
+    loaded = build_sr(seed=2, read_context=read_context, init_from=str(tmp_path / "unet")).eval()
+    assert loaded.init_report.kind == "diffusers"
+    expected_new = len(loaded.model.net.context_layers) if read_context else 0
+    assert len({key.split(".")[3] for key in loaded.init_report.new_keys}) == expected_new
+    for name, value in source.model.unet.state_dict().items():
+        assert torch.equal(loaded.model.unet.state_dict()[name], value), name
+    x = torch.randn(len(sr_batch), 3, SR_SIZE, SR_SIZE, generator=torch.Generator().manual_seed(0))
+    lowres = upsample(downsample(sr_batch.target, IMAGE_SIZE), SR_SIZE)
+    t, level = torch.full((len(sr_batch),), 500), torch.zeros(len(sr_batch), dtype=torch.long)
+    text, mask = source.encode_text(sr_batch.texts)
+    with torch.no_grad():
+        assert torch.equal(source.model(x, t, lowres, level, text, mask), loaded.model(x, t, lowres, level, text, mask))
+
+
+def test_sr_init_from_a_base_stage_folder_is_refused_naming_the_fields(tmp_path) -> None:
+    UNet2DConditionModel(**sr_unet_config("tiny", SR_SIZE) | {"block_out_channels": (16, 64)}).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="block_out_channels"):
+        build_sr(init_from=str(tmp_path / "other"))

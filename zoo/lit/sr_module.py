@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from diffusers import UNet2DConditionModel
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.diffusion.objective import condition_dropout, v_loss
 from zoo.diffusion.sampler import Guidance, sample
@@ -31,6 +32,7 @@ from zoo.lit.module import InstructImagen
 from zoo.models.instruct_unet import ContextTokens
 from zoo.models.sr_unet import SuperResUNet, downsample, sr_unet_config, upsample
 from zoo.models.text import TextEncoder
+from zoo.models.weights import LoadReport, load_weights
 
 
 class SuperResolution(LightningModule):
@@ -48,6 +50,10 @@ class SuperResolution(LightningModule):
         drop_text_and_context, drop_context: condition dropout for classifier-free guidance (Imagen: text 10%).
         learning_rate, warmup_steps, optimizer, weight_decay: as for the base stage (Imagen SR: Adam, 1e-4, 10k).
         num_train_timesteps, sample_steps, guidance_scale: schedule length and `generate` defaults.
+        init_from: weights (only) that start this run, as for the base stage: a Lightning checkpoint of this stage, a
+            diffusers UNet or pipeline folder in SR form (e.g. DeepFloyd `IF-II-L-v1.0/unet`, converted to 3 output
+            channels as `recipes/scale/deepfloyd_if.yaml` shows) or a `.safetensors` file. With `read_context`, the
+            new context layers are the only keys that may be missing; anything else is an error naming the keys.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class SuperResolution(LightningModule):
         num_train_timesteps: int = 1000,
         sample_steps: int = 50,
         guidance_scale: float = 3.0,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,6 +94,16 @@ class SuperResolution(LightningModule):
             )
         self.model = SuperResUNet(UNet2DConditionModel(**config), read_context=read_context)
         self.scheduler = make_scheduler(num_train_timesteps)
+        self.init_report: LoadReport | None = None
+        if init_from is not None:
+            self.load_weights(init_from)
+
+    def load_weights(self, path: str) -> LoadReport:
+        """Weights only from `path` (see `init_from`); reports what was new (the context layers, if read)."""
+        prefix = "model.net.unet." if self.hparams.read_context else "model.net."
+        self.init_report = load_weights(self, path, dict(self.model.unet.config), prefix, "model.net.context_layers.")
+        rank_zero_info(self.init_report.summary())
+        return self.init_report
 
     # The same optimizer settings as the base stage (it reads only the optimizer hyperparameters both stages share).
     configure_optimizers = InstructImagen.configure_optimizers

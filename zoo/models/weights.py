@@ -24,8 +24,9 @@ from safetensors.torch import load_file
 
 from zoo.models.presets import diffusers_config_file, read_diffusers_config
 
+# Where the backbone and the new context layers sit in the base stage's state dict (the SR stage passes its own).
 UNET_PREFIX = "model.unet."
-ALLOWED_MISSING = ("model.context_layers.", "text_encoder.")
+CONTEXT_PREFIX = "model.context_layers."
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 INDEX_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.fp16.safetensors.index.json")
 SHOWN = 20  # keys listed per kind in an error message
@@ -39,9 +40,10 @@ class LoadReport:
     kind: str
     loaded: int
     new_keys: list[str] = field(default_factory=list)
+    context_prefix: str = CONTEXT_PREFIX
 
     def summary(self) -> str:
-        layers = sorted({key.split(".")[2] for key in self.new_keys if key.startswith("model.context_layers.")})
+        layers = sorted({key[len(self.context_prefix):].split(".")[0] for key in self.new_keys})
         return (
             f"init_from {self.source} ({self.kind}): loaded {self.loaded} tensors; not in the source, as expected: "
             f"{len(layers)} new context layers ({len(self.new_keys)} tensors, zero-initialised output)"
@@ -87,8 +89,8 @@ def compare_configs(folder_config: dict, unet_config: dict, source: str) -> None
         )
 
 
-def read_source(path: str, unet_config: dict) -> tuple[dict[str, torch.Tensor], str]:
-    """The state dict of `path`, keyed as InstructImagen's own state dict, and the source kind."""
+def read_source(path: str, unet_config: dict, unet_prefix: str = UNET_PREFIX) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of `path`, keyed as the stage's own state dict (UNet keys under `unet_prefix`), and its kind."""
     source = Path(path)
     if source.is_dir():
         config_file = diffusers_config_file(source)
@@ -96,11 +98,11 @@ def read_source(path: str, unet_config: dict) -> tuple[dict[str, torch.Tensor], 
             raise ValueError(f"init_from {path}: a folder without config.json or unet/config.json; give a diffusers UNet folder")
         compare_configs(read_diffusers_config(config_file.parent), unet_config, path)
         state = _diffusers_weights(config_file.parent)
-        return {UNET_PREFIX + key: value for key, value in state.items()}, "diffusers"
+        return {unet_prefix + key: value for key, value in state.items()}, "diffusers"
     if not source.is_file():
         raise ValueError(f"init_from: {path} does not exist")
     if source.suffix == ".safetensors":
-        return {UNET_PREFIX + key: value for key, value in load_file(str(source)).items()}, "safetensors"
+        return {unet_prefix + key: value for key, value in load_file(str(source)).items()}, "safetensors"
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for non-checkpoints; the user needs the path and cause
@@ -108,22 +110,32 @@ def read_source(path: str, unet_config: dict) -> tuple[dict[str, torch.Tensor], 
     return checkpoint.get("state_dict", checkpoint), "lightning"
 
 
-def load_weights(module: torch.nn.Module, path: str, unet_config: dict) -> LoadReport:
-    """Loads `path` into `module` (an InstructImagen) after checking every key and shape.
+def load_weights(
+    module: torch.nn.Module,
+    path: str,
+    unet_config: dict,
+    unet_prefix: str = UNET_PREFIX,
+    context_prefix: str = CONTEXT_PREFIX,
+) -> LoadReport:
+    """Loads `path` into `module` (a stage: InstructImagen or SuperResolution) after checking every key and shape.
+
+    Args:
+        unet_prefix, context_prefix: where the backbone's and the new context layers' keys sit in the stage.
 
     Raises:
         ValueError: listing unexpected keys, missing keys other than the new context layers, and mismatched shapes.
     """
-    state, kind = read_source(path, unet_config)
+    state, kind = read_source(path, unet_config, unet_prefix)
     own = module.state_dict()
+    allowed_missing = (context_prefix, "text_encoder.")
     shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
     unexpected = sorted(set(state) - set(own))
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(ALLOWED_MISSING))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(allowed_missing))
     if shapes or unexpected or missing:
         parts = [f"{len(shapes)} mismatched shapes: {_listing(shapes)}" if shapes else ""]
         parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}" if unexpected else "")
         parts.append(f"{len(missing)} missing keys: {_listing(missing)}" if missing else "")
         raise ValueError(f"init_from {path} does not fit this model — " + " | ".join(p for p in parts if p))
     module.load_state_dict(state, strict=False)
-    new_keys = sorted(k for k in set(own) - set(state) if k.startswith("model.context_layers."))
-    return LoadReport(path, kind, len(state), new_keys)
+    new_keys = sorted(k for k in set(own) - set(state) if k.startswith(context_prefix))
+    return LoadReport(path, kind, len(state), new_keys, context_prefix)
