@@ -9,7 +9,7 @@ run. Use it from a recipe:
 
     trainer:
       strategy: fsdp_lora          # registered in Lightning's StrategyRegistry below, like "ddp" or "fsdp"; or:
-      # strategy: {class_path: zoo.lit.fsdp.FSDPStrategyForLoRA, init_args: {sharding_strategy: SHARD_GRAD_OP}}
+      # strategy: {class_path: zoo.lit.fsdp.FSDPStrategyForLoRA}
 
 (A dotted class name as a plain string, `strategy: zoo.lit.fsdp.FSDPStrategyForLoRA`, does not work: the Trainer's
 `strategy` accepts any string, so Lightning receives it as a strategy *name* and refuses it.)
