@@ -320,3 +320,14 @@ def test_no_grad_context_keeps_only_the_denoising_path_gradients(task_batch) -> 
     assert (grads["end_to_end"] - grads["no_grad"]).abs().max() > 1e-6  # end to end adds the context path
     with pytest.raises(ValueError, match="context_grad"):
         build_tiny_model(context_grad="sometimes")
+
+
+def test_an_if_preset_takes_the_architecture_of_the_folder_it_starts_from(tmp_path: Path) -> None:
+    """The IF presets' widths are fitted to the model cards; the real weights' config.json is the architecture."""
+    saved = saved_if_unet(tmp_path / "unet")
+    model = build_tiny_model(unet="if_stage1_xl", init_from=str(tmp_path)).eval()  # builds 0.6M, not 4.3B, parameters
+    assert tuple(model.model.unet.config.block_out_channels) == saved.config.block_out_channels == (32, 64)
+    for key, value in saved.state_dict().items():
+        assert torch.equal(model.model.unet.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="block_out_channels"):  # any other preset still has to match the folder
+        build_tiny_model(unet="tiny", init_from=str(tmp_path))

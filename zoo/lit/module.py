@@ -22,7 +22,7 @@ from zoo.instruction import Instruction, InstructionBatch, collate_instructions
 from zoo.lit.checkpointing import NonFiniteLossGuard, check_state_compatible, restore_rng_state, rng_state
 from zoo.lora import LoraSpec, apply_lora, count_lora_layers, count_parameters
 from zoo.models.instruct_unet import ContextTokens, InstructUNet
-from zoo.models.presets import resolve_unet_config
+from zoo.models.presets import resolve_unet_config, takes_weights_config
 from zoo.models.text import TextEncoder, build_text_encoder
 from zoo.models.text_cache import TextEmbeddingCache
 from zoo.models.weights import LoadReport, load_weights
@@ -93,7 +93,9 @@ class InstructImagen(LightningModule):
         self.save_hyperparameters(ignore=["text_encoder", "lora"])
         self.hparams["lora"] = lora.to_dict() if lora is not None else None
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
-        config = resolve_unet_config(unet)
+        config = resolve_unet_config(unet, init_from)
+        if takes_weights_config(unet, init_from):
+            rank_zero_info(f"unet {unet!r}: the architecture is {init_from}'s config.json (the preset's widths are fitted)")
         self.text_encoder = build_text_encoder(text_encoder, text_max_length)
         self.hparams["text_encoder"] = text_encoder if isinstance(text_encoder, str) else self.text_encoder.config_spec()
         check_text_width(config, self.text_encoder)

@@ -85,7 +85,7 @@ class SuperResolution(LightningModule):
             if not 0.0 <= level <= 1.0:
                 raise ValueError(f"{name} is a fraction of the schedule, in [0, 1]; got {level}")
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
-        config = sr_unet_config(unet, image_size)
+        config = sr_unet_config(unet, image_size, init_from)
         self.text_encoder = TextEncoder(text_encoder, max_length=text_max_length)
         if config.get("cross_attention_dim") != self.text_encoder.dim:
             raise ValueError(

@@ -28,9 +28,10 @@ attention, `addition_embed_type="text"`, T5-XXL (4096) projected by `encoder_hid
 noise-augmentation `class_embed_type="timestep"`, per-level `layers_per_block` and its residual scales. The widths
 (`block_out_channels`, `cross_attention_dim`, stage II's levels) are *fitted to the published parameter counts*
 (IF-I-M 400M, IF-I-L 900M, IF-I-XL 4.3B, IF-II-L 1.2B; the model cards), because the hub's `config.json` files were
-not available offline. The weights' own folder is therefore the source of truth: `--model.unet PATH` builds the
-backbone from the folder's `config.json`, and `--model.init_from PATH` with a preset compares the two configs and
-names every differing field before anything loads.
+not available offline. The weights' own folder is therefore the source of truth: `--model.unet if_stage1_xl
+--model.init_from PATH` (any IF preset) builds the backbone from PATH's `config.json`, as does `--model.unet PATH`;
+`--model.init_from PATH` with any other preset compares the two configs and names every differing field before
+anything loads.
 """
 
 from __future__ import annotations
@@ -190,6 +191,9 @@ PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
     "if_stage2": if_stage2,
 }
 
+# Layouts whose widths are fitted to published parameter counts (module docstring): the real weights' folder wins.
+FITTED_PRESETS = frozenset({"if_stage1_m", "if_stage1_l", "if_stage1_xl", "if_stage2"})
+
 
 def diffusers_config_file(path: str | Path) -> Path | None:
     """The UNet `config.json` of a diffusers folder: `PATH/config.json`, or `PATH/unet/config.json` for a pipeline."""
@@ -214,8 +218,19 @@ def read_diffusers_config(path: str | Path) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in BOOKKEEPING_FIELDS}
 
 
-def resolve_unet_config(unet: str | dict[str, Any]) -> dict[str, Any]:
-    """A preset name, a config dict or a diffusers folder → a config dict (a copy; the caller's dict is never changed)."""
+def takes_weights_config(unet: str | dict[str, Any], init_from: str | None) -> bool:
+    """Whether `unet` is an IF preset that takes its architecture from `init_from`, a diffusers folder."""
+    return isinstance(unet, str) and unet in FITTED_PRESETS and init_from is not None and diffusers_config_file(init_from) is not None
+
+
+def resolve_unet_config(unet: str | dict[str, Any], init_from: str | None = None) -> dict[str, Any]:
+    """A preset name, a config dict or a diffusers folder → a config dict (a copy; the caller's dict is never changed).
+
+    An IF preset (`FITTED_PRESETS`: widths fitted, not read from the hub) defers to the weights it starts from: when
+    `init_from` is a diffusers folder, that folder's `config.json` is the architecture.
+    """
+    if takes_weights_config(unet, init_from):
+        return read_diffusers_config(init_from)
     if isinstance(unet, str):
         if unet in PRESETS:
             return PRESETS[unet]()

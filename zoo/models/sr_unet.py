@@ -28,12 +28,13 @@ from zoo.models.presets import resolve_unet_config
 IMAGE_CHANNELS = 3
 
 
-def sr_unet_config(unet: str | dict[str, Any], image_size: int) -> dict[str, Any]:
+def sr_unet_config(unet: str | dict[str, Any], image_size: int, init_from: str | None = None) -> dict[str, Any]:
     """A backbone preset or config → its super-resolution form: 2 × 3 input channels, a timestep class embedding.
 
     A config that already has that form (e.g. DeepFloyd IF-II's) is kept as it is, apart from `sample_size`.
+    `init_from` as for `zoo.models.presets.resolve_unet_config` (an IF preset takes the weights' folder config).
     """
-    config = resolve_unet_config(unet)
+    config = resolve_unet_config(unet, init_from)
     if config.get("in_channels", IMAGE_CHANNELS) == IMAGE_CHANNELS:
         config["in_channels"] = 2 * IMAGE_CHANNELS
     if config["in_channels"] != 2 * IMAGE_CHANNELS:
