@@ -90,6 +90,56 @@ def test_recipe_strategy_name_fsdp_lora_builds_the_lora_strategy(tmp_path) -> No
         assert result.returncode != 0 and "FullyShardedDataParallel" in result.stderr  # it got as far as wrapping
 
 
+def fsdp_strategy_with(module):
+    """An FSDPStrategyForLoRA attached to `module` as a Trainer would attach it (the model is not wrapped: no GPU)."""
+    from lightning.pytorch import Trainer
+
+    from zoo.lit.fsdp import FSDPStrategyForLoRA
+
+    trainer = Trainer(accelerator="cpu", devices=1, strategy=FSDPStrategyForLoRA(), logger=False)
+    module.trainer = trainer
+    trainer.strategy.model = trainer.strategy._lightning_module = module
+    return trainer.strategy
+
+
+def test_fsdp_lora_checkpoints_save_and_resume_adapters_only(tmp_path, monkeypatch) -> None:
+    """The save side keeps the adapters only; the resume side (FSDP loads weights strictly, before any hook) accepts
+    that file, keeps the frozen base it already has, and refuses a file that lacks a trainable key."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    source = build_tiny_model(seed=1, lora={"rank": 2})
+    for parameter in source.parameters():
+        if parameter.requires_grad:
+            torch.nn.init.normal_(parameter)
+    # FSDP's gathered full state dict of an unwrapped model is its state dict (gathering needs GPUs)
+    monkeypatch.setattr(FSDPStrategy, "lightning_module_state_dict", lambda self: self.lightning_module.state_dict())
+    saved = fsdp_strategy_with(source).lightning_module_state_dict()
+    assert saved and all(".lora_" in key for key in saved)
+    torch.save({"state_dict": saved, "global_step": 2}, tmp_path / "adapters.ckpt")
+
+    resumed = build_tiny_model(seed=1, lora={"rank": 2})  # the same base (init_from's role), fresh adapters
+    checkpoint = fsdp_strategy_with(resumed).load_checkpoint(tmp_path / "adapters.ckpt")
+    resumed.on_load_checkpoint(checkpoint)
+    for key, value in source.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert resumed.strict_loading  # restored after the load
+
+    torch.save({"state_dict": dict(list(saved.items())[1:])}, tmp_path / "short.ckpt")
+    with pytest.raises(ValueError, match="missing trainable keys.*lora"):
+        fsdp_strategy_with(build_tiny_model(seed=1, lora={"rank": 2})).load_checkpoint(tmp_path / "short.ckpt")
+
+
+def test_fsdp_full_run_resumes_from_a_checkpoint_without_the_frozen_text_encoder(tmp_path) -> None:
+    source = build_tiny_model(seed=5)
+    # what `TextEncoder.drop_from` writes for an encoder loaded from a path (e.g. T5-XXL): no text encoder weights
+    state = {key: value for key, value in source.state_dict().items() if not key.startswith("text_encoder.")}
+    torch.save({"state_dict": state}, tmp_path / "full.ckpt")
+    resumed = build_tiny_model(seed=6)
+    resumed.on_load_checkpoint(fsdp_strategy_with(resumed).load_checkpoint(tmp_path / "full.ckpt"))
+    for key, value in source.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs 2 CUDA devices")
 def test_fsdp_lora_run_saves_adapter_weights_only(tmp_path) -> None:

@@ -19,12 +19,15 @@ Lightning's EMAWeightAveraging does not support sharded models; leave EMA out of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
+from lightning.fabric.utilities.load import _lazy_load
 from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 from torch import nn
+from torch.distributed.fsdp._common_utils import clean_tensor_name
 from torch.distributed.fsdp.wrap import CustomPolicy
 
 from zoo.models.instruct_unet import ContextCrossAttention
@@ -59,6 +62,33 @@ class FSDPStrategyForLoRA(FSDPStrategy):
         if getattr(self.lightning_module, "lora_config", None) is None:
             return state
         return adapter_only(state)
+
+    def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
+        """Resume. FSDP loads a full checkpoint's weights itself, strictly and before any hook runs, but zoo
+        checkpoints leave out frozen weights: the text encoder always (rebuilt from its source) and, in a LoRA run,
+        the whole base (it comes from `init_from` again). So the file's keys are checked here — only frozen weights
+        may be missing, nothing may be unexpected — and FSDP then loads it non-strictly; the frozen weights already
+        in the model stay. The weights are then loaded, so `on_load_checkpoint` sees no `state_dict`."""
+        path = Path(checkpoint_path)
+        module = self.lightning_module
+        if not path.is_file() or module is None:  # a sharded checkpoint (a folder) holds every key: FSDP as is
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        saved = set(_lazy_load(path)["state_dict"])
+        # local names only (no gathering): with use_orig_params, FSDP keeps the original parameters under its prefixes
+        trainable = {clean_tensor_name(name) for name, p in module.named_parameters() if p.requires_grad}
+        known = {clean_tensor_name(name) for name, _ in [*module.named_parameters(), *module.named_buffers()]}
+        missing, unexpected = sorted(trainable - saved), sorted(saved - known)
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {path} does not fit this model: missing trainable keys {missing[:10]}"
+                f"{' …' if len(missing) > 10 else ''}; unexpected keys {unexpected[:10]}{' …' if len(unexpected) > 10 else ''}"
+            )
+        strict = module.strict_loading
+        module.strict_loading = False
+        try:
+            return super().load_checkpoint(checkpoint_path, weights_only)
+        finally:
+            module.strict_loading = strict
 
 
 def adapter_only(state: dict[str, Any]) -> dict[str, Any]:

@@ -242,12 +242,13 @@ class InstructImagen(LightningModule):
         self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        self.text_encoder.fill_into(state, "text_encoder.")
-        if self.lora_config is not None and state and all(".lora_" in k for k in state):
-            # an adapter-only checkpoint (zoo.lit.fsdp.FSDPStrategyForLoRA): the frozen base comes from init_from
-            state.update({k: v for k, v in self.state_dict().items() if k not in state})
-        check_state_compatible(self.state_dict(), state, "the checkpoint")
+        state = checkpoint.get("state_dict")
+        if state is not None:  # absent when the strategy has loaded the weights itself (zoo.lit.fsdp: FSDP)
+            self.text_encoder.fill_into(state, "text_encoder.")
+            if self.lora_config is not None and state and all(".lora_" in k for k in state):
+                # an adapter-only checkpoint (zoo.lit.fsdp.FSDPStrategyForLoRA): the frozen base comes from init_from
+                state.update({k: v for k, v in self.state_dict().items() if k not in state})
+            check_state_compatible(self.state_dict(), state, "the checkpoint")
         if "current_model_state" in checkpoint:  # written by EMAWeightAveraging: the live (non-averaged) weights
             check_state_compatible(self.state_dict(), checkpoint["current_model_state"], "the checkpoint's current_model_state")
         self.nonfinite.load_state_dict(checkpoint.get("zoo_nonfinite", {}))

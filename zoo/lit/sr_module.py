@@ -112,8 +112,9 @@ class SuperResolution(LightningModule):
         self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint["state_dict"]
-        self.text_encoder.fill_into(state, "text_encoder.")
+        state = checkpoint.get("state_dict")
+        if state is not None:  # absent when the strategy has loaded the weights itself (zoo.lit.fsdp: FSDP)
+            self.text_encoder.fill_into(state, "text_encoder.")
 
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
