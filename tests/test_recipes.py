@@ -89,8 +89,8 @@ def test_paper_overlay_values(capsys) -> None:
     assert model["unet"] == "paper_base128" and data["image_size"] == 128
     assert {t["init_args"]["image_size"] for t in data["tasks"]} == {128}  # the world renders at the overlay's size
     assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] == 512
-    assert (model["optimizer"], model["adafactor_beta1"], model["learning_rate"], model["warmup_steps"]) == (
-        "adafactor", 0.9, 1e-4, 10000)
+    assert (model["optimizer"], model["adafactor_beta1"], model["adafactor_beta2_cap"], model["learning_rate"],
+            model["warmup_steps"]) == ("adafactor", 0.9, 0.999, 1e-4, 10000)
     assert trainer["max_steps"] == 400_000
     ema = [cb for cb in trainer["callbacks"] if cb["class_path"].endswith("EMAWeightAveraging")]
     assert ema and ema[0]["init_args"]["decay"] == 0.9999
@@ -119,6 +119,28 @@ def test_adafactor_beta1_keeps_momentum(make_tiny_model) -> None:
     assert "exp_avg" in optimizer.state[param] and not torch.equal(before, param.detach())
     plain = make_tiny_model(optimizer="adafactor").configure_optimizers()["optimizer"]
     assert isinstance(plain, torch.optim.Adafactor)  # without β1: torch's, as before
+
+
+def test_adafactor_beta2_is_capped_at_the_papers_0_999(make_tiny_model) -> None:
+    """β2_t = min(1 − t^−0.8, 0.999): the usual schedule early, 0.999 once it gets there (step ~5.6k), never above."""
+    from zoo.lit.adafactor import CappedAdafactor, capped_decay_rate
+
+    for step, beta2 in [(2, 1 - 2 ** -0.8), (100, 1 - 100 ** -0.8), (5000, 1 - 5000 ** -0.8), (6000, 0.999), (10**6, 0.999)]:
+        assert 1 - step ** capped_decay_rate(step, -0.8, 0.999) == pytest.approx(beta2, abs=1e-12)
+    model = make_tiny_model(optimizer="adafactor", adafactor_beta1=0.9, adafactor_beta2_cap=0.999, learning_rate=1e-3)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, CappedAdafactor) and optimizer.defaults["beta1"] == 0.9
+    param = next(p for p in model.parameters() if p.requires_grad and p.dim() == 1)
+    param.grad = torch.ones_like(param)
+    optimizer.step()  # step 1 initialises the second moment with the squared gradient
+    optimizer.state[param]["step"] = 99_999  # as after a long run: the next step is 100k, uncapped β2 would be 0.9999
+    before = optimizer.state[param]["exp_avg_sq"].clone()
+    param.grad = torch.zeros_like(param)
+    optimizer.step()
+    ratio = optimizer.state[param]["exp_avg_sq"] / before  # v = β2 v + (1 − β2)(g² + 1e-30), and g = 0
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.999), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="adafactor_beta2_cap"):
+        make_tiny_model(optimizer="adafactor", adafactor_beta2_cap=1.0)
 
 
 def test_deepfloyd_conversion_of_the_overlay_loads(tmp_path, make_tiny_model) -> None:

@@ -43,7 +43,7 @@ class InstructImagen(LightningModule):
         learning_rate: peak learning rate (paper: 1e-4, App. A.2.2).
         warmup_steps: linear warm-up steps (paper: 10k).
         optimizer: `adamw` (β 0.9/0.999) or `adafactor` (the paper's; torch's, without momentum, unless
-            `adafactor_beta1` is set).
+            `adafactor_beta1` or `adafactor_beta2_cap` is set).
         weight_decay: decoupled weight decay.
         drop_text_and_context: chance of dropping text and context together (paper: 0.1).
         drop_context: chance of dropping only the context (paper: 0.1).
@@ -60,8 +60,9 @@ class InstructImagen(LightningModule):
         nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training (the last good
             checkpoint is kept).
         adafactor_beta1: Adafactor's first-moment decay (paper A.2.2: 0.9). Set, it selects transformers'
-            Adafactor (torch's has no β1) with a fixed learning rate; both decay β2 as 1 − t^−0.8, which passes the
-            paper's fixed 0.999 at step ~5.6k — a constant β2 (PaxML's `decay_method="adam"`) has no equivalent there.
+            Adafactor (torch's has no β1) with a fixed learning rate.
+        adafactor_beta2_cap: caps Adafactor's second-moment decay 1 − t^−0.8 (paper A.2.2: 0.999, read as
+            big_vision's `beta2_cap`; `zoo.lit.adafactor`). Unset, β2 keeps rising (0.999 at step ~5.6k, then beyond).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class InstructImagen(LightningModule):
         lora: LoraSpec | None = None,
         nonfinite_patience: int = 8,
         adafactor_beta1: float | None = None,
+        adafactor_beta2_cap: float | None = None,
     ) -> None:
         super().__init__()
         lora = LoraSpec.coerce(lora)
@@ -93,6 +95,8 @@ class InstructImagen(LightningModule):
         self.save_hyperparameters(ignore=["text_encoder", "lora"])
         self.hparams["lora"] = lora.to_dict() if lora is not None else None
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
+        if adafactor_beta2_cap is not None and not 0.0 < adafactor_beta2_cap < 1.0:
+            raise ValueError(f"adafactor_beta2_cap must be in (0, 1), got {adafactor_beta2_cap}")
         config = resolve_unet_config(unet, init_from)
         if takes_weights_config(unet, init_from):
             rank_zero_info(f"unet {unet!r}: the architecture is {init_from}'s config.json (the preset's widths are fitted)")
@@ -162,11 +166,15 @@ class InstructImagen(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
         hp = self.hparams
-        if hp.optimizer == "adafactor" and hp.get("adafactor_beta1") is not None:
+        beta1, beta2_cap = hp.get("adafactor_beta1"), hp.get("adafactor_beta2_cap")
+        if hp.optimizer == "adafactor" and (beta1 is not None or beta2_cap is not None):
             from transformers.optimization import Adafactor
 
-            optimizer = Adafactor(params, lr=hp.learning_rate, beta1=hp.adafactor_beta1, weight_decay=hp.weight_decay,
-                                  scale_parameter=False, relative_step=False, warmup_init=False)
+            from zoo.lit.adafactor import CappedAdafactor
+
+            settings = dict(lr=hp.learning_rate, beta1=beta1, weight_decay=hp.weight_decay, scale_parameter=False,
+                            relative_step=False, warmup_init=False)
+            optimizer = Adafactor(params, **settings) if beta2_cap is None else CappedAdafactor(params, beta2_cap, **settings)
         elif hp.optimizer == "adafactor":
             optimizer = torch.optim.Adafactor(params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay)
         else:
