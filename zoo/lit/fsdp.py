@@ -50,7 +50,7 @@ class LoraWrapPolicy(CustomPolicy):
 
 class FSDPStrategyForLoRA(FSDPStrategy):
     """`FSDPStrategy` with `LoraWrapPolicy` and `use_orig_params=True`; in a LoRA run, checkpoints hold only the
-    adapter weights (`zoo_adapter_only: true`); resuming fills the frozen base from `model.init_from` again."""
+    adapter weights, and resuming keeps the frozen base the model already loaded from `model.init_from`."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("auto_wrap_policy", LoraWrapPolicy())
