@@ -16,9 +16,7 @@ Timings interleave the two sides (A, B, A, B, ...) and report medians, so load o
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,23 +24,15 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved_medians  # noqa: E402
 
 from zoo.diffusion.sampler import Guidance  # noqa: E402
 from zoo.instruction import ContextItem, Instruction, collate_instructions  # noqa: E402
 from zoo.lit.module import InstructImagen  # noqa: E402
 
 ENCODERS = {"tiny": "builtin:tiny-t5", "demo": "builtin:small-t5"}
-
-
-def interleaved_medians(a, b, repeats: int) -> tuple[float, float]:
-    a(), b()  # warm-up (allocator, lazy inits)
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((a, times_a), (b, times_b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def flops(fn) -> int:

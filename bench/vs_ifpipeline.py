@@ -17,9 +17,7 @@ Target: ours ÷ IF ≤ 1.05. Timings interleave the two sides and report medians
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +25,9 @@ from diffusers import IFPipeline
 from diffusers.utils import logging as diffusers_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved_medians  # noqa: E402
 
 from zoo.diffusion.sampler import Guidance  # noqa: E402
 from zoo.diffusion.samplers import make_sampler  # noqa: E402
@@ -51,17 +52,6 @@ IF_SHAPED_UNET = dict(  # IF-I's layout (DeepFloyd/IF-I-*/unet/config.json), sca
     resnet_time_scale_shift="scale_shift",
     act_fn="gelu",
 )
-
-
-def interleaved_medians(a, b, repeats: int) -> tuple[float, float]:
-    a(), b()  # warm-up
-    times_a, times_b = [], []
-    for _ in range(repeats):
-        for fn, times in ((a, times_a), (b, times_b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ SMALLEST = {
 }
 
 
-def test_every_benchmark_is_listed() -> None:
-    assert sorted(p.name for p in (REPO_ROOT / "bench").glob("*.py")) == sorted(SMALLEST)
+def test_every_benchmark_is_listed() -> None:  # (helpers shared by the scripts start with "_")
+    assert sorted(p.name for p in (REPO_ROOT / "bench").glob("[!_]*.py")) == sorted(SMALLEST)
 
 
 @pytest.mark.parametrize("script", sorted(SMALLEST))
