@@ -25,8 +25,8 @@ from tasks.scoring import object_checks
 from tasks.world import (
     COLOURS,
     PATTERNS,
-    POSITION_PHRASES,
     POSITION_PAIRS,
+    POSITION_PHRASES,
     POSITIONS,
     SHAPES,
     SIZES,

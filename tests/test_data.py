@@ -6,7 +6,6 @@ import warnings
 from collections import Counter
 
 import pytest
-import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -50,7 +50,7 @@ def test_the_project_tasks_are_registered() -> None:
     assert {"text_to_image", "styled_generation", "subject_driven"} <= set(PLUGINS)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 @pytest.mark.parametrize("name", list(PLUGINS))
 def test_task_contract(name: str, model, tmp_path) -> None:
     plugin = PLUGINS[name]

@@ -1,12 +1,12 @@
 """Named samplers: a diffusers scheduler, a step count and a guidance setting, all derived from the training schedule.
 
-| name          | scheduler                                   | steps              | guidance                          |
-|---------------|---------------------------------------------|--------------------|-----------------------------------|
-| `ddpm`        | `DDPMScheduler` (the training schedule)     | the model's own    | the model's scale, every step     |
-| `paper`       | `DDPMScheduler` (the training schedule)     | 256                | 25, oscillating with none         |
-| `dpmsolver++` | `DPMSolverMultistepScheduler`, order 2      | 25                 | the model's scale, every step     |
-| `sde-dpmsolver++` | the same, stochastic (`sde-dpmsolver++`) | 25                 | the model's scale, every step     |
-| `unipc`       | `UniPCMultistepScheduler` (bh2)             | 25                 | the model's scale, every step     |
+| name              | scheduler                                    | steps           | guidance                      |
+|-------------------|----------------------------------------------|-----------------|-------------------------------|
+| `ddpm`            | `DDPMScheduler` (the training schedule)      | the model's own | the model's scale, every step |
+| `paper`           | `DDPMScheduler` (the training schedule)      | 256             | 25, oscillating with none     |
+| `dpmsolver++`     | `DPMSolverMultistepScheduler`, order 2       | 25              | the model's scale, every step |
+| `sde-dpmsolver++` | the same, stochastic (`sde-dpmsolver++`)     | 25              | the model's scale, every step |
+| `unipc`           | `UniPCMultistepScheduler` (bh2)              | 25              | the model's scale, every step |
 
 `paper` is Instruct-Imagen's sampling setting (arXiv 2401.01952 §2.4): "the sampling schedule requires 256 timesteps,
 employing DDPM and cosine noise schedule. We employ an oscillating classifier-free guidance schedule, alternating

@@ -4,7 +4,7 @@ transformers' `Adafactor` (like torch's) decays the second moment with β2_t = 1
 which climbs past any fixed value: 0.999 at step ~5.6k, 0.9999 at ~100k. The paper trains with "Adafactor, β
 0.9/0.999" (arXiv 2401.01952 App. A.2.2); we read β2 = 0.999 as the cap of big_vision's Adafactor (Zhai et al. 2022,
 `beta2_cap`): the usual schedule early on, held at 0.999 once it gets there. transformers computes β2_t from the
-group's `decay_rate` at every step, so the cap is a per-step `decay_rate`, the exponent for which t^decay_rate = 1 − cap.
+group's `decay_rate` at every step, so the cap is a per-step `decay_rate`: the exponent e with t^e = 1 − cap.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ class CappedAdafactor(Adafactor):
         decay_rate: the exponent of the uncapped schedule 1 − t^decay_rate (Adafactor's −0.8).
     """
 
-    def __init__(self, params: Iterable[Any], beta2_cap: float = 0.999, decay_rate: float = -0.8, **kwargs: Any) -> None:
+    def __init__(
+        self, params: Iterable[Any], beta2_cap: float = 0.999, decay_rate: float = -0.8, **kwargs: Any
+    ) -> None:
         if not 0.0 < beta2_cap < 1.0:
             raise ValueError(f"adafactor_beta2_cap must be in (0, 1), got {beta2_cap}")
         super().__init__(params, decay_rate=decay_rate, **kwargs)

@@ -79,9 +79,10 @@ class FSDPStrategyForLoRA(FSDPStrategy):
         known = {clean_tensor_name(name) for name, _ in [*module.named_parameters(), *module.named_buffers()]}
         missing, unexpected = sorted(trainable - saved), sorted(saved - known)
         if missing or unexpected:
+            more = lambda keys: " …" if len(keys) > 10 else ""  # noqa: E731
             raise ValueError(
-                f"checkpoint {path} does not fit this model: missing trainable keys {missing[:10]}"
-                f"{' …' if len(missing) > 10 else ''}; unexpected keys {unexpected[:10]}{' …' if len(unexpected) > 10 else ''}"
+                f"checkpoint {path} does not fit this model: missing trainable keys {missing[:10]}{more(missing)}; "
+                f"unexpected keys {unexpected[:10]}{more(unexpected)}"
             )
         strict = module.strict_loading
         module.strict_loading = False
@@ -99,5 +100,7 @@ def adapter_only(state: dict[str, Any]) -> dict[str, Any]:
 # `--trainer.strategy fsdp_lora`, listed with Lightning's own strategies (`zoo.cli` imports this module).
 if "fsdp_lora" not in StrategyRegistry:
     StrategyRegistry.register(
-        "fsdp_lora", FSDPStrategyForLoRA, description="FSDP with frozen and LoRA parameters in separate units; LoRA runs save adapters only"
+        "fsdp_lora",
+        FSDPStrategyForLoRA,
+        description="FSDP with frozen and LoRA parameters in separate units; LoRA runs save adapters only",
     )

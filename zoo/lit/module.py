@@ -7,7 +7,6 @@ through LightningCLI, so a checkpoint's hyperparameters rebuild the module exact
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -99,7 +98,7 @@ class InstructImagen(LightningModule):
             raise ValueError(f"adafactor_beta2_cap must be in (0, 1), got {adafactor_beta2_cap}")
         config = resolve_unet_config(unet, init_from)
         if takes_weights_config(unet, init_from):
-            rank_zero_info(f"unet {unet!r}: the architecture is {init_from}'s config.json (the preset's widths are fitted)")
+            rank_zero_info(f"unet {unet!r}: built from {init_from}'s config.json (the preset's widths are fitted)")
         self.text_encoder = build_text_encoder(text_encoder, text_max_length)
         self.hparams["text_encoder"] = text_encoder if isinstance(text_encoder, str) else self.text_encoder.config_spec()
         check_text_width(config, self.text_encoder)
@@ -174,7 +173,10 @@ class InstructImagen(LightningModule):
 
             settings = dict(lr=hp.learning_rate, beta1=beta1, weight_decay=hp.weight_decay, scale_parameter=False,
                             relative_step=False, warmup_init=False)
-            optimizer = Adafactor(params, **settings) if beta2_cap is None else CappedAdafactor(params, beta2_cap, **settings)
+            if beta2_cap is None:
+                optimizer = Adafactor(params, **settings)
+            else:
+                optimizer = CappedAdafactor(params, beta2_cap, **settings)
         elif hp.optimizer == "adafactor":
             optimizer = torch.optim.Adafactor(params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay)
         else:

@@ -23,7 +23,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.diffusion.objective import condition_dropout, v_loss
-from zoo.diffusion.sampler import Guidance, sample
+from zoo.diffusion.sampler import sample
 from zoo.diffusion.samplers import Sampler, make_sampler
 from zoo.diffusion.schedule import make_scheduler, q_sample
 from zoo.instruction import Instruction, InstructionBatch, collate_instructions

@@ -91,7 +91,9 @@ class ContextCrossAttention(nn.Module):
             out = out.index_put((rows,), self.attend(x[rows], k, v, mask))
         return out
 
-    def keys_values(self, context: ContextTokens) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def keys_values(
+        self, context: ContextTokens
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows that have context (None: all rows) and their keys, values (R, h, L, d) and token mask (R, L)."""
         if self in context.projected:
             return context.projected[self]

@@ -131,17 +131,17 @@ def _if_stage1(width: int) -> dict[str, Any]:
 
 
 def if_stage1_m() -> dict[str, Any]:
-    """DeepFloyd IF-I-M layout (card: 400M), widths fitted to the card. See the module docstring."""
+    """DeepFloyd IF-I-M layout (card: 400M), fitted widths; init_from a folder uses its config.json."""
     return _if_stage1(192)
 
 
 def if_stage1_l() -> dict[str, Any]:
-    """DeepFloyd IF-I-L layout (card: 900M), widths fitted to the card. See the module docstring."""
+    """DeepFloyd IF-I-L layout (card: 900M), fitted widths; init_from a folder uses its config.json."""
     return _if_stage1(320)
 
 
 def if_stage1_xl() -> dict[str, Any]:
-    """DeepFloyd IF-I-XL layout (card: 4.3B), widths fitted to the card. See the module docstring."""
+    """DeepFloyd IF-I-XL layout (card: 4.3B), fitted widths; init_from a folder uses its config.json."""
     return _if_stage1(704)
 
 
@@ -220,7 +220,9 @@ def read_diffusers_config(path: str | Path) -> dict[str, Any]:
 
 def takes_weights_config(unet: str | dict[str, Any], init_from: str | None) -> bool:
     """Whether `unet` is an IF preset that takes its architecture from `init_from`, a diffusers folder."""
-    return isinstance(unet, str) and unet in FITTED_PRESETS and init_from is not None and diffusers_config_file(init_from) is not None
+    if not isinstance(unet, str) or unet not in FITTED_PRESETS or init_from is None:
+        return False
+    return diffusers_config_file(init_from) is not None
 
 
 def resolve_unet_config(unet: str | dict[str, Any], init_from: str | None = None) -> dict[str, Any]:
