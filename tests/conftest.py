@@ -44,6 +44,30 @@ def build_tiny_model(seed: int = 0, **overrides):
         return InstructImagen(**kwargs)
 
 
+SR_SIZE = 2 * IMAGE_SIZE
+
+
+def build_sr(seed: int = 0, **overrides):
+    """A tiny SuperResolution stage (IMAGE_SIZE → SR_SIZE) built under a fixed seed, like `build_tiny_model`."""
+    from zoo.lit.sr_module import SuperResolution
+
+    kwargs = dict(unet="tiny", text_max_length=TEXT_MAX_LENGTH, image_size=SR_SIZE, lowres_size=IMAGE_SIZE)
+    kwargs.update(overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SuperResolution(**kwargs)
+
+
+def perturb_context_layers(module: torch.nn.Module, seed: int = 0) -> None:
+    """Give the zero-initialised context layers weights, so that the context changes the output (and a round trip
+    that lost the layers would show)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "context_layers" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
 @pytest.fixture
 def make_tiny_model() -> Callable[..., object]:
     """A factory for fresh tiny models (for tests that train or otherwise change the model)."""

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from conftest import IMAGE_SIZE, build_tiny_model, toy_model_fn
+from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
 from zoo.diffusion.objective import condition_dropout
 from zoo.diffusion.sampler import Guidance, guided_prediction, sample
 from zoo.diffusion.schedule import make_scheduler, q_sample, velocity
@@ -363,8 +363,7 @@ def test_generate_encodes_the_context_once(tiny_model, task_instructions, monkey
 
 def test_context_keys_values_are_kept_only_without_gradients(tiny_model, task_batch) -> None:
     inner = copy.deepcopy(tiny_model.model)
-    for layer in inner.context_layers.values():  # trained-looking layers, so the context changes the output
-        torch.nn.init.normal_(layer.to_out.weight, std=0.1)
+    perturb_context_layers(inner)  # trained-looking layers, so the context changes the output
     text, text_mask = tiny_model.encode_text(task_batch.texts)
     t = torch.zeros(len(task_batch), dtype=torch.long)
     x = torch.randn(len(task_batch), 3, IMAGE_SIZE, IMAGE_SIZE)

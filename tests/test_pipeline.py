@@ -12,32 +12,12 @@ import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
-from conftest import IMAGE_SIZE, TEXT_MAX_LENGTH, build_tiny_model
+from conftest import IMAGE_SIZE, SR_SIZE, build_sr, build_tiny_model, perturb_context_layers
 from zoo.cli import main
 from zoo.instruction import ContextItem, Instruction
 from zoo.pipeline import InstructImagenPipeline
 
-SR_SIZE = 2 * IMAGE_SIZE
 FAST = dict(num_inference_steps=2, sr_num_inference_steps=2)
-
-
-def build_sr(seed: int = 0, **overrides):
-    from zoo.lit.sr_module import SuperResolution
-
-    kwargs = dict(unet="tiny", text_max_length=TEXT_MAX_LENGTH, image_size=SR_SIZE, lowres_size=IMAGE_SIZE)
-    kwargs.update(overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return SuperResolution(**kwargs)
-
-
-def perturb_context_layers(module: torch.nn.Module, seed: int = 0) -> None:
-    """Give the zero-initialised context layers weights, so a round trip that lost them would show."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if "context_layers" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,11 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from conftest import IMAGE_SIZE, TEXT_MAX_LENGTH
+from conftest import IMAGE_SIZE, SR_SIZE, build_sr
 from zoo.diffusion.schedule import alpha_sigma
 from zoo.instruction import collate_instructions
 from zoo.lit.data import resize_instruction
 from zoo.models.sr_unet import SuperResUNet, downsample, sr_unet_config, upsample
-
-SR_SIZE = 2 * IMAGE_SIZE
-
-
-def build_sr(seed: int = 0, **overrides):
-    from zoo.lit.sr_module import SuperResolution
-
-    kwargs = dict(unet="tiny", text_max_length=TEXT_MAX_LENGTH, image_size=SR_SIZE, lowres_size=IMAGE_SIZE)
-    kwargs.update(overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return SuperResolution(**kwargs)
-
 
 @pytest.fixture(scope="module")
 def sr_model():
