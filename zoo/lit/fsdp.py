@@ -75,8 +75,9 @@ class FSDPStrategyForLoRA(FSDPStrategy):
             return super().load_checkpoint(checkpoint_path, weights_only)
         saved = set(_lazy_load(path)["state_dict"])
         # local names only (no gathering): with use_orig_params, FSDP keeps the original parameters under its prefixes
-        trainable = {clean_tensor_name(name) for name, p in module.named_parameters() if p.requires_grad}
-        known = {clean_tensor_name(name) for name, _ in [*module.named_parameters(), *module.named_buffers()]}
+        parameters = list(module.named_parameters())
+        trainable = {clean_tensor_name(name) for name, p in parameters if p.requires_grad}
+        known = {clean_tensor_name(name) for name, _ in [*parameters, *module.named_buffers()]}
         missing, unexpected = sorted(trainable - saved), sorted(saved - known)
         if missing or unexpected:
             more = lambda keys: " …" if len(keys) > 10 else ""  # noqa: E731
