@@ -68,6 +68,4 @@ class RawInputs(Task):
 
 def builtin_raw(n: int = 32, image_size: int = 32, seed: int = 0) -> Suite:
     """The built-in suite with raw inputs (same examples, targets and scorer)."""
-    suite = builtin(n=n, image_size=image_size, seed=seed)
-    sets = [replace(s, instructions=RawInputs(s.instructions)) for s in suite.sets]
-    return replace(suite, name="builtin-raw", sets=sets)
+    return replace(builtin(n=n, image_size=image_size, seed=seed, wrap=RawInputs), name="builtin-raw")

@@ -7,7 +7,8 @@ rephrase it, all with the placeholder {change} and both markers). The instructio
 
 - World: scene i, one edit — recolour, reshape or re-pattern an object, add an object (to a one-object scene) or
   remove one (from a two-object scene) — and its mask: every pixel either version of the edited object touches,
-  grown by one pixel, so source and target are identical outside it.
+  grown by one pixel, so source and target are identical outside it. Source and edited scene are both of the
+  task's content split. Inputs for scoring: "text" (the edit happened) and "source" (the rest is preserved).
 - Dataset: MagicBrush's columns, `source_img`, `mask_img` (white = the area to edit), `instruction`, `target_img`;
   `osunlp/MagicBrush` reads with no column mapping. Source, mask and target must have one size (else the row is
   bad: the edit would not line up); non-binary masks are bad rows unless `source.mask_threshold` is set.
@@ -33,16 +34,20 @@ from tasks.world import (
     DrawsFromWorld,
     Scene,
     SceneObject,
+    Split,
+    check_split,
+    content_split,
     render,
     silhouettes,
 )
 from zoo.instruction import ContextItem, Instruction
-from zoo.sources import RowError, fit_square
+from zoo.sources import DatasetSource, RowError, fit_square
 from zoo.task import TemplatedTask
 
 MASK_TEXT, CONTENT_TEXT = "[ref#1] mask", "[ref#2] content image"
 STYLE = "flat"
 EDITS = ("recolour", "reshape", "repattern", "add", "remove")
+EDIT_TRIES = 32
 
 
 def edit_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str, str, dict[str, list[str]]]:
@@ -59,27 +64,38 @@ def edit_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str, str, dict[
 
     if kind == "recolour":  # to a colour no object has, so the caption still tells the objects apart
         colour = rng.choice([c for c in COLOURS if c not in {o.colour for o in scene.objects}])
-        return with_object(replace(obj, colour=colour)), kind, f"change the {name} to {colour}", _checks(k, "colour")
+        edited = with_object(replace(obj, colour=colour))
+        return edited, kind, f"change the {name} to {colour}", _checks(edited, k, "colour")
     if kind == "reshape":
         shape = rng.choice([s for s in SHAPES if s != obj.shape])
-        return with_object(replace(obj, shape=shape)), kind, f"turn the {name} into a {shape}", _checks(k, "shape")
+        edited = with_object(replace(obj, shape=shape))
+        return edited, kind, f"turn the {name} into a {shape}", _checks(edited, k, "shape")
     if kind == "repattern":
         pattern = rng.choice([p for p in PATTERNS if p != obj.pattern])
-        return with_object(replace(obj, pattern=pattern)), kind, f"make the {name} {pattern}", _checks(k, "pattern")
+        edited = with_object(replace(obj, pattern=pattern))
+        return edited, kind, f"make the {name} {pattern}", _checks(edited, k, "pattern")
     if kind == "add":  # into the half opposite the lone object, as the world's two-object scenes are laid out
         position = rng.choice(free)
         colour = rng.choice([c for c in COLOURS if c != obj.colour])
         new = SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), position, rng.choice(list(SIZES)))
         edited = Scene(scene.background, (*scene.objects, new))
         text = f"add a {new.size} {new.colour} {new.pattern} {new.shape} {POSITION_PHRASES[position]}"
-        conditions = {"edit": [*object_checks(edited, "colour", "shape", "position", objects=range(1, 2)), "unedited"]}
-        return edited, kind, text, {**conditions, "preserve": ["preserve"]}
+        conditions = {"text": [*object_checks(edited, "colour", "shape", "position", objects=range(1, 2)), "unedited"]}
+        return edited, kind, text, {**conditions, "source": _kept(edited, range(0, 1))}
     edited = Scene(scene.background, tuple(o for i, o in enumerate(scene.objects) if i != k))
-    return edited, kind, f"remove the {name}", {"edit": ["unedited"], "preserve": ["preserve"]}
+    conditions = {"text": ["unedited"], "source": _kept(edited, range(len(edited.objects)))}
+    return edited, kind, f"remove the {name}", conditions
 
 
-def _checks(k: int, attribute: str) -> dict[str, list[str]]:
-    return {"edit": [f"object{k}.{attribute}", "unedited"], "preserve": ["preserve"]}
+def _checks(edited: Scene, k: int, attribute: str) -> dict[str, list[str]]:
+    kept = [i for i in range(len(edited.objects)) if i != k]
+    return {"text": [f"object{k}.{attribute}", "unedited"], "source": _kept(edited, kept)}
+
+
+def _kept(edited: Scene, kept: range | list[int]) -> list[str]:
+    """The "source" input: the picture outside the mask is preserved, and so is every object the edit leaves alone
+    (an image that drops them is not a preserved source, however close its pixels)."""
+    return ["preserve", *object_checks(edited, "shape", "position", objects=kept)]
 
 
 # Positions that never overlap: the opposite halves of the world's two-object scenes.
@@ -99,9 +115,33 @@ class Editing(DrawsFromWorld, TemplatedTask):
     markers = ("[ref#1]", "[ref#2]")
     columns = ("source_img", "mask_img", "instruction", "target_img")
 
+    def __init__(
+        self,
+        num_examples: int | None = None,
+        seed: int = 0,
+        image_size: int = 32,
+        templates: str | None = None,
+        source: DatasetSource | None = None,
+        split: Split = "train",
+    ) -> None:
+        """Args beyond `zoo.task.TemplatedTask`'s:
+        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+        """
+        self.split = check_split(split)
+        super().__init__(num_examples, seed, image_size, templates, source)
+
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)
-        edited, kind, change, conditions = edit_scene(scene, rng)
+        while True:  # an edit whose result is of the split too; a source with none within a few tries is replaced
+            for _ in range(EDIT_TRIES):
+                edited, kind, change, conditions = edit_scene(scene, rng)
+                if content_split(edited) == self.split:
+                    break
+            else:
+                scene = self.world.scene(rng.randrange(2**31))
+                continue
+            break
         mask = edit_mask(scene, edited, self.image_size)
         return self._instruction(
             rng, change, mask, render(scene, self.image_size, STYLE), render(edited, self.image_size, STYLE),

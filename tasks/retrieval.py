@@ -7,7 +7,8 @@ target's caption) and the literal markers [ref#1], [ref#2], [ref#3]; each contex
 own caption.
 
 - World: the target is scene i; its neighbours are scenes of the same object family (the first object's shape and
-  colour kept, everything else redrawn) and never equal to the target or to each other.
+  colour kept, everything else redrawn), never equal to the target or to each other, and of the target's content
+  split (a stage-1 run never sees an evaluation scene, even as a neighbour).
 - Dataset: columns `image`, `caption`, and either `cluster` (rows sharing a cluster id are neighbours; clusters of
   fewer than 4 rows are skipped, as the paper discards small clusters) or `neighbours` (a list of row positions in
   the split; rows with fewer than 3 valid neighbours are skipped).
@@ -20,7 +21,7 @@ from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.scoring import caption_conditions
+from tasks.scoring import caption_checks
 from tasks.world import (
     BACKGROUNDS,
     COLOURS,
@@ -33,6 +34,7 @@ from tasks.world import (
     Scene,
     SceneObject,
     caption,
+    content_split,
     render,
 )
 from zoo.instruction import ContextItem, Instruction
@@ -90,7 +92,7 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
         neighbours: list[Scene] = []
         while len(neighbours) < NEIGHBOURS:  # relevant but not duplicated
             candidate = neighbour_scene(scene, rng)
-            if candidate != scene and candidate not in neighbours:
+            if candidate != scene and candidate not in neighbours and content_split(candidate) == self.split:
                 neighbours.append(candidate)
         text = caption(scene)
         return Instruction(
@@ -100,7 +102,7 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
             target=render(scene, self.image_size, STYLE),
             task=self.name,
             meta={"caption": text, "scene": asdict(scene), "style": STYLE,
-                  "neighbour_scenes": [asdict(n) for n in neighbours], "conditions": caption_conditions(scene)},
+                  "neighbour_scenes": [asdict(n) for n in neighbours], "conditions": {"text": caption_checks(scene)}},
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:

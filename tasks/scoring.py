@@ -1,9 +1,11 @@
 """Automatic scoring of images made for built-in world instructions, in the paper's human protocol.
 
-The paper's raters give each condition of an instruction 0, 0.5 or 1 and let "the least consistent condition"
-decide the semantic-consistency score (arXiv 2401.01952 §4.1, following ImagenHub). Every world example keeps its
-ground truth in `instruction.meta`: the scene (`scene`), the style (`style`) and `conditions`, a map from condition
-name to *checks*. This module scores an image against them, deterministically and with no learned model:
+The paper's raters score each *input* of an instruction — the payload text, the style image, the subject, the
+control, the content — 0, 0.5 or 1, and "the least consistent condition" decides the semantic-consistency score
+(arXiv 2401.01952 §4.1, following ImagenHub). Every world example keeps its ground truth in `instruction.meta`: the
+scene (`scene`), the style (`style`) and `conditions`, a map from each input ("text", or a kind of reference:
+"style", "subject", "control", "content", "source") to the *checks* that input asks for. This module scores an
+image against them, deterministically and with no learned model:
 
 - An attribute check ("object0.colour", "object1.position", "background", "style", ...) renders the true scene and
   counterfactuals that differ only in that attribute (every other colour, shape, position, ...; the object removed;
@@ -12,18 +14,22 @@ name to *checks*. This module scores an image against them, deterministically an
   share of pixels whose foreground/background label differs (foreground: away from the background's own render), so
   a wrong colour does not also fail the shape. An object's colour and pattern are judged where the image actually
   draws it (the best-fitting shape, position and size), so a misplaced object does not also fail its colour.
-  Counterfactuals the style cannot show (pattern in line art) render
-  like the truth and are ignored.
+  Counterfactuals the style cannot show (pattern in line art) render like the truth and are ignored.
 - "unedited" (editing) passes when the image is nearer to the edited scene than to the unedited source scene.
 - "preserve" (editing) grades how well the image keeps the source outside the edited region: mean absolute error
-  ≤ `PRESERVE_GOOD` → 1, ≤ `PRESERVE_FAIR` → 0.5, else 0.
+  ≤ `PRESERVE_GOOD` → 1, ≤ `PRESERVE_FAIR` → 0.5, else 0. An edit's "source" input also checks that every object
+  the edit leaves alone is still there (a blank canvas is close in pixels to a scene with one small object).
 
-A condition scores 1 when all its checks pass, 0.5 when some do, 0 when none do; `overall` is the minimum. These
-are proxies for a rater's judgement, and only exist for world examples (dataset rows carry no scene).
+An input scores 1 when all its checks pass, 0.5 when more than half do (`PARTIAL`), 0 otherwise; SC is the minimum
+over inputs. Beside the inputs, every check is reported under its attribute kind (`ATTRIBUTES`: colour, shape, ...;
+the geometry checks of a control input as "control geometry", the look checks of a subject as "subject identity",
+an edit's checks as "edit"), so partial learning is visible where SC is still 0. These are proxies for a rater's
+judgement, and only exist for world examples (dataset rows carry no scene).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 import numpy as np
@@ -44,6 +50,7 @@ from tasks.world import (
     render,
     render_background,
 )
+from zoo.eval.suite import Rating
 
 # Mean absolute error (0-255 scale) outside the edited region for "preserve" to score 1 and 0.5.
 PRESERVE_GOOD, PRESERVE_FAIR = 6.0, 16.0
@@ -52,6 +59,10 @@ SAME_PICTURE = 1.0
 # A pixel is foreground when a channel differs from the background's render by more than this (0-255 scale).
 FOREGROUND = 25.0
 GEOMETRY = ("shape", "position", "size")
+# An input whose checks pass more than this share (but not all) is "partly" satisfied: 0.5 on the ImagenHub scale.
+PARTIAL = 0.5
+ATTRIBUTES = ("colour", "shape", "pattern", "position", "size", "background", "style", "control geometry",
+              "subject identity", "edit", "preserve")
 _CHOICES = {
     "colour": tuple(COLOURS),
     "shape": SHAPES + SUBJECT_SHAPES,
@@ -61,7 +72,7 @@ _CHOICES = {
 }
 
 
-def object_checks(scene: Scene, *attributes: str, objects: range | None = None) -> list[str]:
+def object_checks(scene: Scene, *attributes: str, objects: Iterable[int] | None = None) -> list[str]:
     """Checks of `attributes` for each object of `scene` (or those in `objects`): ["object0.colour", ...]."""
     unknown = [a for a in attributes if a not in _CHOICES]
     if unknown:
@@ -70,19 +81,32 @@ def object_checks(scene: Scene, *attributes: str, objects: range | None = None) 
     return [f"object{k}.{attribute}" for k in indices for attribute in attributes]
 
 
-def caption_conditions(scene: Scene) -> dict[str, list[str]]:
-    """The conditions a world caption states: each object's colour, shape, pattern, position, size; the background."""
-    conditions = {attribute: object_checks(scene, attribute) for attribute in _CHOICES}
-    conditions["background"] = ["background"]
-    return conditions
+def caption_checks(scene: Scene) -> list[str]:
+    """The checks a full world caption states: each object's colour, shape, pattern, position, size; the background."""
+    return [*object_checks(scene, *_CHOICES), "background"]
+
+
+def attribute_kind(condition: str, check: str, editing: bool = False) -> str:
+    """Which of `ATTRIBUTES` a check of `condition` reports under."""
+    if check == "preserve" or (editing and condition == "source"):
+        return "preserve"
+    if editing or check == "unedited":
+        return "edit"
+    attribute = check.rsplit(".", 1)[-1]
+    if condition == "control" and attribute in GEOMETRY:
+        return "control geometry"
+    if condition == "subject" and check.startswith("object"):
+        return "subject identity"
+    return attribute
 
 
 def scene_from_dict(data: dict) -> Scene:
     return Scene(data["background"], tuple(SceneObject(**obj) for obj in data["objects"]))
 
 
-def score(meta: dict, image: torch.Tensor | Image.Image) -> dict[str, float]:
-    """Per-condition scores (0, 0.5 or 1) of `image` for the instruction whose `meta` is given.
+def score(meta: dict, image: torch.Tensor | Image.Image) -> Rating:
+    """The rating of `image` for the instruction whose `meta` is given: each input's score (0, 0.5 or 1) and each
+    attribute kind's check results.
 
     Args:
         meta: an instruction's meta from a built-in world task (has "scene", "style" and "conditions").
@@ -102,11 +126,14 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> dict[str, float]:
 
     fitted: Scene | None = None  # the truth as the image places it, found once, for colour and pattern checks
     scores: dict[str, float] = {}
+    attributes: dict[str, list[float]] = {}
     for condition, checks in meta["conditions"].items():
         results = []
         for check in checks:
+            kind = attribute_kind(condition, check, editing=source is not None)
             if check == "preserve":
                 results.append(_preserve(pixels, truth, source, style))
+                attributes.setdefault(kind, []).append(results[-1])
                 continue
             if check.rsplit(".", 1)[-1] in GEOMETRY:  # compare silhouettes, whatever their colour
                 def view(x: np.ndarray) -> np.ndarray:
@@ -123,16 +150,17 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> dict[str, float]:
             variants = [v for v in variants if np.any(v != expected) and _mse(v, expected) > SAME_PICTURE / 1e4]
             if variants:
                 results.append(1.0 if _mse(seen, expected) < min(_mse(seen, v) for v in variants) else 0.0)
+                attributes.setdefault(kind, []).append(results[-1])
         if results:
             scores[condition] = _combine(results)
-    return scores
+    return Rating(conditions=scores, attributes=attributes)
 
 
-def overall(scores: dict[str, float]) -> float:
-    """The least satisfied condition decides (the paper's semantic-consistency rule)."""
-    if not scores:
+def overall(rating: Rating) -> float:
+    """The least satisfied input decides (the paper's semantic-consistency rule)."""
+    if not rating.conditions:
         raise ValueError("no condition was scored")
-    return min(scores.values())
+    return min(rating.conditions.values())
 
 
 def _combine(results: list[float]) -> float:
@@ -140,7 +168,7 @@ def _combine(results: list[float]) -> float:
         return results[0]
     if all(r == 1 for r in results):
         return 1.0
-    return 0.5 if any(r > 0 for r in results) else 0.0
+    return 0.5 if sum(results) / len(results) > PARTIAL else 0.0
 
 
 def _variants(check: str, truth: Scene, style: str, source: Scene | None):

@@ -16,9 +16,9 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.scoring import caption_conditions
+from tasks.scoring import caption_checks
 from tasks.styled_generation import check_styles
-from tasks.world import STYLES, DrawsFromWorld, render
+from tasks.world import STYLES, DrawsFromWorld, Split, caption, check_split, render
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -29,8 +29,11 @@ TRANSFER_STYLES = tuple(style for style in STYLES if style != CONTENT_STYLE)
 
 
 class StyleTransfer(DrawsFromWorld, TemplatedTask):
-    """Args beyond `zoo.task.TemplatedTask`'s: `styles`, the world styles to transfer to (None: every style but
-    "flat", the content's own)."""
+    """Args beyond `zoo.task.TemplatedTask`'s:
+        styles: the world styles to transfer to (None: every style but "flat", the content's own).
+        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    """
 
     name = "style_transfer"
     default_templates = Path(__file__).parent / "templates" / "style_transfer.txt"
@@ -45,8 +48,9 @@ class StyleTransfer(DrawsFromWorld, TemplatedTask):
         templates: str | None = None,
         source: DatasetSource | None = None,
         styles: list[str] | None = None,
+        split: Split = "train",
     ) -> None:
-        self.styles = check_styles(styles, allowed=TRANSFER_STYLES)
+        self.styles, self.split = check_styles(styles, allowed=TRANSFER_STYLES), check_split(split)
         super().__init__(num_examples, seed, image_size, templates, source)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
@@ -55,7 +59,6 @@ class StyleTransfer(DrawsFromWorld, TemplatedTask):
         reference = scene
         while reference == scene:
             reference = self.world.scene(rng.randrange(2**31))
-        conditions = caption_conditions(scene)
         return Instruction(
             text=self.fill(rng),
             context=[
@@ -64,11 +67,13 @@ class StyleTransfer(DrawsFromWorld, TemplatedTask):
             ],
             target=render(scene, self.image_size, style),
             task=self.name,
+            # The text carries nothing: the content image and the style image are the two inputs.
             meta={
+                "caption": caption(scene),
                 "scene": asdict(scene),
                 "style": style,
                 "reference_scene": asdict(reference),
-                "conditions": {"content": [c for checks in conditions.values() for c in checks], "style": ["style"]},
+                "conditions": {"content": caption_checks(scene), "style": ["style"]},
             },
         )
 

@@ -15,8 +15,8 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from tasks.scoring import caption_conditions
-from tasks.world import STYLES, DrawsFromWorld, caption, render
+from tasks.scoring import caption_checks
+from tasks.world import STYLES, DrawsFromWorld, Split, caption, check_split, render
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -37,8 +37,12 @@ def check_styles(styles: list[str] | None, field: str = "styles", allowed: tuple
 
 
 class StyledGeneration(DrawsFromWorld, TemplatedTask):
-    """Args beyond `zoo.task.TemplatedTask`'s: `styles`, the world styles to draw from (None: all of
-    `tasks.world.STYLES`), so some can be held out of training and evaluated zero-shot."""
+    """Args beyond `zoo.task.TemplatedTask`'s:
+        styles: the world styles to draw from (None: all of `tasks.world.STYLES`), so some can be held out of
+            training and evaluated zero-shot.
+        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    """
 
     name = "styled_generation"
     default_templates = Path(__file__).parent / "templates" / "styled_generation.txt"
@@ -54,8 +58,9 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         templates: str | None = None,
         source: DatasetSource | None = None,
         styles: list[str] | None = None,
+        split: Split = "train",
     ) -> None:
-        self.styles = check_styles(styles)
+        self.styles, self.split = check_styles(styles), check_split(split)
         super().__init__(num_examples, seed, image_size, templates, source)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
@@ -65,15 +70,13 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         while reference == scene:  # a different scene, so the only thing to take from the reference is its style
             reference = self.world.scene(rng.randrange(2**31))
         text = caption(scene)
-        conditions = caption_conditions(scene)
-        conditions["style"] = ["style"]
         return Instruction(
             text=self.fill(rng, caption=text),
             context=[ContextItem(MARKER, STYLE_TEXT, render(reference, self.image_size, style))],
             target=render(scene, self.image_size, style),
             task=self.name,
             meta={"caption": text, "scene": asdict(scene), "style": style, "reference_scene": asdict(reference),
-                  "conditions": conditions},
+                  "conditions": {"text": caption_checks(scene), "style": ["style"]}},
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:

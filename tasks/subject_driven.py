@@ -6,7 +6,9 @@ an item "[ref#1] <name>" (the paper allows several images per reference, Fig 13)
 
 - World: a named subject of `tasks.world.SUBJECTS` — toys (objects) or persons (faces, as the paper's CelebA rows)
   — with 1-2 context images at other placements; the target is the subject where the caption puts it. The payload
-  names size, position and background, never the subject's colour, shape or pattern.
+  names size, position and background, never the subject's colour, shape or pattern. The target's placement is
+  one of the subject's placements in the task's content split; the references are other placements (training
+  references stay in the train split too, so no evaluation target is ever shown, even as a reference).
 - Dataset: rows grouped by a `group` column (one subject per group; objects and faces alike, as in the paper: "group
   the faces of the same person ... use one sampled (image, text) example as the input text and target image, and
   using the rest as multi-modal context"). Each row of a group with ≥ 2 rows is a target; up to `max_references`
@@ -23,7 +25,18 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.scoring import object_checks
-from tasks.world import PLACEMENTS, POSITION_PHRASES, SUBJECT_KINDS, SUBJECTS, caption, render, subject, subject_scene
+from tasks.world import (
+    POSITION_PHRASES,
+    SUBJECT_KINDS,
+    SUBJECTS,
+    Split,
+    caption,
+    check_split,
+    render,
+    subject,
+    subject_placements,
+    subject_scene,
+)
 from zoo.instruction import ContextItem, Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -52,11 +65,20 @@ def placement_caption(category: str, position: str, size: str, background: str) 
     return f"a {size} {category} {POSITION_PHRASES[position]}, on a {background} background"
 
 
+def reference_placements(name: str, target: tuple[str, str, str], rng: random.Random) -> list[tuple[str, str, str]]:
+    """1-2 placements of subject `name` for its reference images: train-split ones (never an evaluation scene) other
+    than the target's own, so no context image is a copy of the target."""
+    choices = [p for p in subject_placements(name, "train") if p != target]
+    return rng.sample(choices, rng.randint(1, WORLD_REFERENCES))
+
+
 class SubjectDriven(TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
         subjects: world subject names to draw from (None: all of `kind`), so some can be held out.
         kind: world subjects of one kind: "object" (toys), "face" (persons) or "any".
         max_references: dataset: at most this many context images per example.
+        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     name = "subject_driven"
@@ -75,11 +97,12 @@ class SubjectDriven(TemplatedTask):
         subjects: list[str] | None = None,
         kind: Literal["any", "object", "face"] = "any",
         max_references: int = 3,
+        split: Split = "train",
     ) -> None:
         self.subjects = check_subjects(subjects, kind)
         if max_references < 1:
             raise ValueError(f"max_references must be at least 1, got {max_references}")
-        self.max_references = max_references
+        self.max_references, self.split = max_references, check_split(split)
         super().__init__(num_examples, seed, image_size, templates, source)
 
     def index_rows(self) -> list[tuple[int, list[int]]]:
@@ -94,8 +117,8 @@ class SubjectDriven(TemplatedTask):
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         name = rng.choice(self.subjects)
         category = subject(name).category
-        # Distinct placements, so no context image is a copy of the target.
-        (position, size, background), *others = rng.sample(PLACEMENTS, 1 + rng.randint(1, WORLD_REFERENCES))
+        position, size, background = rng.choice(subject_placements(name, self.split))
+        others = reference_placements(name, (position, size, background), rng)
         scene = subject_scene(name, position, size, background)
         references = [subject_scene(name, *placement) for placement in others]
         text = self.fill(
@@ -117,10 +140,8 @@ class SubjectDriven(TemplatedTask):
                 "style": STYLE,
                 "reference_scenes": [asdict(reference) for reference in references],
                 "conditions": {
+                    "text": [*object_checks(scene, "position", "size"), "background"],
                     "subject": object_checks(scene, "shape", "colour", "pattern"),
-                    "position": object_checks(scene, "position"),
-                    "size": object_checks(scene, "size"),
-                    "background": ["background"],
                 },
             },
         )

@@ -17,8 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-from tasks.scoring import caption_conditions
-from tasks.world import STYLES, DrawsFromWorld, caption, render
+from tasks.scoring import caption_checks
+from tasks.world import STYLES, DrawsFromWorld, Split, caption, check_split, render
 from zoo.instruction import Instruction
 from zoo.sources import DatasetSource, fit_square
 from zoo.task import TemplatedTask
@@ -29,8 +29,11 @@ ART_STYLES = tuple(style for style in STYLES if style != NATURAL_STYLE)
 
 
 class TextToImage(DrawsFromWorld, TemplatedTask):
-    """Args beyond `zoo.task.TemplatedTask`'s: `flavour`, "natural" or "art" (sets the default templates and, in
-    the world, whether a named art style is drawn)."""
+    """Args beyond `zoo.task.TemplatedTask`'s:
+        flavour: "natural" or "art" (sets the default templates and, in the world, whether a named art style is drawn).
+        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    """
 
     name = "text_to_image"
     placeholders = frozenset({"caption"})
@@ -44,10 +47,11 @@ class TextToImage(DrawsFromWorld, TemplatedTask):
         templates: str | None = None,
         source: DatasetSource | None = None,
         flavour: Literal["natural", "art"] = "natural",
+        split: Split = "train",
     ) -> None:
         if flavour not in ("natural", "art"):
             raise ValueError(f"flavour must be 'natural' or 'art', got {flavour!r}")
-        self.flavour = flavour
+        self.flavour, self.split = flavour, check_split(split)
         self.default_templates = TEMPLATES / ("text_to_image.txt" if flavour == "natural" else "text_to_image_art.txt")
         super().__init__(num_examples, seed, image_size, templates, source)
 
@@ -55,14 +59,13 @@ class TextToImage(DrawsFromWorld, TemplatedTask):
         scene = self.world.scene(index)
         style = NATURAL_STYLE if self.flavour == "natural" else rng.choice(ART_STYLES)
         text = caption(scene) if self.flavour == "natural" else f"{caption(scene)}, in the {style} style"
-        conditions = caption_conditions(scene)
-        if self.flavour == "art":
-            conditions["style"] = ["style"]
+        # One input, the text: it states every attribute (and, for art, the style).
+        conditions = {"text": caption_checks(scene) + (["style"] if self.flavour == "art" else [])}
         return Instruction(
             text=self.fill(rng, caption=text),
             target=render(scene, self.image_size, style),
             task=self.name,
-            meta={"caption": text, "scene": asdict(scene), "style": style, "conditions": conditions},
+            meta={"caption": caption(scene), "scene": asdict(scene), "style": style, "conditions": conditions},
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:

@@ -13,10 +13,13 @@ jittered outlines on white) and `render_background` (a scene with its objects re
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
@@ -61,6 +64,11 @@ PLACEMENTS = tuple(itertools.product(POSITIONS, SIZES, BACKGROUNDS))
 STYLES = ("flat", "outline", "pastel", "neon", "mosaic", "sepia")
 SUPERSAMPLE = 4
 MIN_SIZE = 8
+# One scene in EVAL_SHARE is held out for evaluation. 5 leaves every subject about 12 of its 60 placements to
+# evaluate on (and 48 to learn it from), enough for disjoint 32-example subject, face and control+subject sets.
+EVAL_SHARE = 5
+SPLITS = ("train", "eval")
+Split = Literal["train", "eval"]
 
 Colour = tuple[int, int, int]
 
@@ -133,36 +141,62 @@ SUBJECTS = {
 SUBJECT_KINDS = {"toy": "object", "person": "face"}
 
 
-class World:
-    """A seeded source of scenes: `scene(index)` depends on (seed, index) only."""
+def check_split(split: str, field: str = "split") -> Split:
+    _check(field, split, SPLITS)
+    return split
 
-    def __init__(self, seed: int | str = 0) -> None:
-        self.seed = seed
+
+def content_split(scene: Scene) -> str:
+    """"train" or "eval": a pure function of what the scene shows (sha256, so it is the same in every process)."""
+    digest = hashlib.sha256(repr(scene).encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") % EVAL_SHARE == 0 else "train"
+
+
+def random_scene(rng: random.Random) -> Scene:
+    """A background and one object, or two in opposite halves, with distinct colours."""
+    background = rng.choice(list(BACKGROUNDS))
+    positions = rng.choice(POSITION_PAIRS) if rng.random() < 0.5 else (rng.choice(list(POSITIONS)),)
+    colours = rng.sample(list(COLOURS), len(positions))  # distinct colours, so a caption tells the objects apart
+    objects = tuple(
+        SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), position, rng.choice(list(SIZES)))
+        for position, colour in zip(positions, colours)
+    )
+    return Scene(background, objects)
+
+
+def draw_in_split(draw: Callable[[], Scene], split: str) -> Scene:
+    """Calls `draw` until it gives a scene of `split` (a seeded `draw` keeps the result a pure function)."""
+    while True:
+        scene = draw()
+        if content_split(scene) == split:
+            return scene
+
+
+class World:
+    """A seeded source of scenes of one content split: `scene(index)` depends on (seed, split, index) only."""
+
+    def __init__(self, seed: int | str = 0, split: Split = "train") -> None:
+        self.seed, self.split = seed, check_split(split)
 
     def scene(self, index: int) -> Scene:
         # The "world:" prefix keeps this stream apart from Task.rng(seed, index), which tasks use for their own picks.
         rng = random.Random(f"world:{self.seed}:{index}")
-        background = rng.choice(list(BACKGROUNDS))
-        positions = rng.choice(POSITION_PAIRS) if rng.random() < 0.5 else (rng.choice(list(POSITIONS)),)
-        colours = rng.sample(list(COLOURS), len(positions))  # distinct colours, so a caption tells the objects apart
-        objects = tuple(
-            SceneObject(rng.choice(SHAPES), colour, rng.choice(PATTERNS), position, rng.choice(list(SIZES)))
-            for position, colour in zip(positions, colours)
-        )
-        return Scene(background, objects)
+        return draw_in_split(lambda: random_scene(rng), self.split)
 
 
 class DrawsFromWorld:
-    """Mixin for task plugins whose built-in examples come from the world: `world` is the world of the task's `seed`.
+    """Mixin for task plugins whose built-in examples come from the world: `world` is the world of the task's `seed`
+    and content `split` ("train" unless the task is an evaluation set).
 
-    A `World` holds nothing but its seed, so it is made on use instead of being stored by every plugin's `__init__`.
+    A `World` holds nothing but its seed and split, so it is made on use instead of being stored by every plugin.
     """
 
     seed: int
+    split: str = "train"
 
     @property
     def world(self) -> World:
-        return World(self.seed)
+        return World(self.seed, self.split)
 
 
 def subject(name: str) -> Subject:
@@ -174,6 +208,13 @@ def subject_scene(name: str, position: str, size: str, background: str) -> Scene
     """The subject `name`, alone, placed as asked."""
     identity = subject(name)
     return Scene(background, (SceneObject(identity.shape, identity.colour, identity.pattern, position, size),))
+
+
+@cache
+def subject_placements(name: str, split: Split) -> tuple[tuple[str, str, str], ...]:
+    """The placements (position, size, background) of subject `name` whose scene belongs to `split`."""
+    check_split(split)
+    return tuple(p for p in PLACEMENTS if content_split(subject_scene(name, *p)) == split)
 
 
 def caption(scene: Scene) -> str:

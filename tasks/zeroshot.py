@@ -4,16 +4,21 @@ Owns the `ZeroShot` task plugin (arXiv 2401.01952 §4.1: "Sty+Sub, MultiSub, Ctr
 `composition` has its own templates (tasks/templates/zeroshot_<composition>.txt) and ground truth for
 `tasks.scoring`:
 
-- style_subject: a subject ([ref#1], 1-2 images) drawn in the style of [ref#2]; the target is the subject, placed
-  as the caption says, in that style.
-- multi_subject: two subjects ([ref#1], [ref#2], one image each) in one scene, in opposite halves.
-- control_subject: a subject ([ref#1]) placed and sized as a depth map, mask or edge map ([ref#2]) shows.
-- control_style: a scene following a condition map ([ref#1]) in the style of [ref#2].
+Each input of an instruction carries what only it can give (the scorer's conditions are these inputs):
+
+- style_subject: a subject ([ref#1], 1-2 images) drawn in the style of [ref#2]; the text places it (position, size,
+  background), the references give its look and the style.
+- multi_subject: two subjects ([ref#1], [ref#2], one image each) in one scene, in opposite halves, placed by the text.
+- control_subject: a subject ([ref#1]) placed and sized as a depth map, mask or edge map ([ref#2]) shows; the text
+  names only the background, the map (drawn from silhouettes, so it shows no fill pattern) only where and how big.
+- control_style: a scene following a condition map ([ref#1]) in the style of [ref#2]; the text names colours,
+  patterns and background as in the control tasks, never geometry.
 
 Never in training, by construction: every training task gives an instruction one kind of condition (a style, a
-subject, a control map, an edit, a retrieval cluster), while every zero-shot instruction combines two, and its
-scenes come from a world seeded apart from the training tasks' ("zeroshot:<seed>"). `held_out = True` marks the
-task so a data pipeline can refuse it as a training task; use it under `validate`/`test` or for scoring only.
+subject, a control map, an edit, a retrieval cluster), while every zero-shot instruction combines two; and every
+target is an evaluation scene of the world's content split (`tasks.world.content_split`), which no training task
+draws. Subject references are train-split placements (the subject is known, its placement new). `held_out = True`
+marks the task so a data pipeline refuses it as a training task; use it under `validate`/`test` or for scoring.
 """
 
 from __future__ import annotations
@@ -23,13 +28,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from tasks.control import CONDITION_TEXT, control_map
-from tasks.scoring import caption_conditions, object_checks
+from tasks.control import CONDITION_TEXT, control_caption, control_map
+from tasks.scoring import object_checks
 from tasks.styled_generation import check_styles
-from tasks.subject_driven import check_subjects, placement_caption
+from tasks.subject_driven import check_subjects, placement_caption, reference_placements
 from tasks.world import (
     BACKGROUNDS,
-    PLACEMENTS,
     POSITION_PAIRS,
     POSITION_PHRASES,
     SIZES,
@@ -38,8 +42,10 @@ from tasks.world import (
     SceneObject,
     World,
     caption,
+    content_split,
     render,
     subject,
+    subject_placements,
     subject_scene,
 )
 from zoo.instruction import ContextItem, Instruction
@@ -65,6 +71,7 @@ class ZeroShot(TemplatedTask):
     """
 
     held_out: ClassVar[bool] = True
+    split: ClassVar[str] = "eval"
     world_examples = 100  # the paper's sets hold 99-132 examples each
 
     def __init__(
@@ -87,7 +94,7 @@ class ZeroShot(TemplatedTask):
             raise ValueError(f"subjects: multi_subject needs at least two subjects, got {self.subjects}")
         self.styles = check_styles(styles, allowed=tuple(s for s in STYLES if s != CONTENT_STYLE))
         super().__init__(num_examples, seed, image_size, templates)
-        self.world = World(f"zeroshot:{seed}")
+        self.world = World(f"zeroshot:{seed}", self.split)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         return getattr(self, f"_{self.composition}")(index, rng)
@@ -103,30 +110,32 @@ class ZeroShot(TemplatedTask):
 
     def _style_subject(self, index: int, rng: random.Random) -> Instruction:
         name, style = rng.choice(self.subjects), rng.choice(self.styles)
-        (position, size, background), *others = rng.sample(PLACEMENTS, 1 + rng.randint(1, WORLD_REFERENCES))
-        scene = subject_scene(name, position, size, background)
+        placement = rng.choice(subject_placements(name, self.split))
+        scene = subject_scene(name, *placement)
         category = subject(name).category
-        text = self.fill(rng, subject=f"[ref#1] {category}",
-                         caption=placement_caption(category, position, size, background))
+        text = self.fill(rng, subject=f"[ref#1] {category}", caption=placement_caption(category, *placement))
+        references = self._subject_items("[ref#1]", name, reference_placements(name, placement, rng))
         return self._instruction(
-            text, [*self._subject_items("[ref#1]", name, others), self._style_image(style, rng)], scene, style,
-            {"subject": object_checks(scene, "shape", "colour", "pattern"), "style": ["style"],
-             "position": object_checks(scene, "position"), "size": object_checks(scene, "size"),
-             "background": ["background"]},
+            text, [*references, self._style_image(style, rng)], scene, style,
+            {"text": [*object_checks(scene, "position", "size"), "background"],
+             "subject": object_checks(scene, "shape", "colour", "pattern"), "style": ["style"]},
             subjects=[name],
         )
 
     def _multi_subject(self, index: int, rng: random.Random) -> Instruction:
-        names = rng.sample(self.subjects, 2)
-        positions = list(rng.choice(POSITION_PAIRS))
-        rng.shuffle(positions)
-        sizes = [rng.choice(list(SIZES)) for _ in names]
-        background = rng.choice(list(BACKGROUNDS))
-        objects = tuple(
-            SceneObject(subject(n).shape, subject(n).colour, subject(n).pattern, p, s)
-            for n, p, s in zip(names, positions, sizes)
-        )
-        scene = Scene(background, objects)
+        while True:  # a two-subject scene of the split
+            names = rng.sample(self.subjects, 2)
+            positions = list(rng.choice(POSITION_PAIRS))
+            rng.shuffle(positions)
+            sizes = [rng.choice(list(SIZES)) for _ in names]
+            background = rng.choice(list(BACKGROUNDS))
+            objects = tuple(
+                SceneObject(subject(n).shape, subject(n).colour, subject(n).pattern, p, s)
+                for n, p, s in zip(names, positions, sizes)
+            )
+            scene = Scene(background, objects)
+            if content_split(scene) == self.split:
+                break
         markers = ("[ref#1]", "[ref#2]")
         categories = [subject(n).category for n in names]
         placed = " and ".join(f"the {s} {m} {c} {POSITION_PHRASES[p]}"
@@ -135,42 +144,42 @@ class ZeroShot(TemplatedTask):
                          caption=f"{placed}, on a {background} background")
         context = []
         for marker, name, position in zip(markers, names, positions):
-            elsewhere = [p for p in PLACEMENTS if p[0] != position]
+            elsewhere = [p for p in subject_placements(name, "train") if p[0] != position]
             context += self._subject_items(marker, name, [rng.choice(elsewhere)])
         return self._instruction(
             text, context, scene, CONTENT_STYLE,
-            {"subject": object_checks(scene, "shape", "colour", "pattern"),
-             "position": object_checks(scene, "position"), "size": object_checks(scene, "size"),
-             "background": ["background"]},
+            {"text": [*object_checks(scene, "position", "size"), "background"],
+             "subject": object_checks(scene, "shape", "colour", "pattern")},
             subjects=names,
         )
 
     def _control_subject(self, index: int, rng: random.Random) -> Instruction:
         name, condition = rng.choice(self.subjects), rng.choice(CONTROLS)
-        (position, size, background), *others = rng.sample(PLACEMENTS, 1 + rng.randint(1, WORLD_REFERENCES))
-        scene = subject_scene(name, position, size, background)
+        placement = rng.choice(subject_placements(name, self.split))
+        scene = subject_scene(name, *placement)
         category = subject(name).category
+        # The text names the background only: where and how big come from the map, the look from the references.
         text = self.fill(rng, subject=f"[ref#1] {category}", condition=CONDITION_TEXT[condition],
-                         caption=placement_caption(category, position, size, background))
+                         caption=f"a {category} on a {scene.background} background")
         control = ContextItem("[ref#2]", f"[ref#2] {CONDITION_TEXT[condition]}",
-                              control_map(condition, scene, self.image_size, rng))
+                              control_map(condition, scene, self.image_size, rng, geometry_only=True))
+        references = self._subject_items("[ref#1]", name, reference_placements(name, placement, rng))
         return self._instruction(
-            text, [*self._subject_items("[ref#1]", name, others), control], scene, CONTENT_STYLE,
-            {"subject": object_checks(scene, "shape", "colour", "pattern"),
-             "control": object_checks(scene, "position", "size"), "background": ["background"]},
+            text, [*references, control], scene, CONTENT_STYLE,
+            {"text": ["background"], "subject": object_checks(scene, "shape", "colour", "pattern"),
+             "control": object_checks(scene, "position", "size")},
             subjects=[name], condition=condition,
         )
 
     def _control_style(self, index: int, rng: random.Random) -> Instruction:
         scene, style, condition = self.world.scene(index), rng.choice(self.styles), rng.choice(CONTROLS)
-        text = self.fill(rng, condition=CONDITION_TEXT[condition], caption=caption(scene))
+        text = self.fill(rng, condition=CONDITION_TEXT[condition], caption=control_caption(scene))
         control = ContextItem("[ref#1]", f"[ref#1] {CONDITION_TEXT[condition]}",
                               control_map(condition, scene, self.image_size, rng))
-        conditions = caption_conditions(scene)
         return self._instruction(
             text, [control, self._style_image(style, rng)], scene, style,
-            {"control": object_checks(scene, "shape", "position", "size"), "colour": conditions["colour"],
-             "pattern": conditions["pattern"], "background": ["background"], "style": ["style"]},
+            {"text": [*object_checks(scene, "colour", "pattern"), "background"],
+             "control": object_checks(scene, "shape", "position", "size"), "style": ["style"]},
             condition=condition,
         )
 
