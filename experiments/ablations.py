@@ -9,8 +9,10 @@ Three variants, each trained for the same total number of steps with the same se
 - `stage1+instructed` — Table 3: half the steps of retrieval-augmented stage 1 (recipes/stage1.yaml), then stage 2
                         from its weights for the other half. Against `instructed`: with vs without stage 1.
 
-Writes docs/experiments.md (or --out): in-domain and zero-shot SC / PQ / O per variant, the per-set rows, and the
-exact commands, seeds, steps and wall times. It reports what comes out, whichever way it goes.
+Writes docs/experiments.md (or --out): SC / PQ / O per variant and split with 95% bootstrap intervals, beside the chance
+baselines; the paired comparisons each ablation is about ("beats" only where the interval of the difference excludes
+0); the context ablation; the per-set rows; and the exact commands, seeds, steps and wall times. It reports what
+comes out, whichever way it goes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from zoo.eval.report import compare, flags
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -140,21 +144,49 @@ def main(argv: list[str] | None = None) -> int:
          "--suite", "builtin", "--out", work / "eval"])
     run([*evaluate, "--ckpt", f"raw-inputs={checkpoints['raw-inputs']}",
          "--suite", "experiments.raw_inputs:builtin_raw", "--out", work / "eval-raw"])
-    models = {m["label"]: m for folder in ("eval", "eval-raw")
-              for m in json.loads((work / folder / "report.json").read_text())["models"]}
-    report = render(models, scale, args, run.log, time.perf_counter() - started, stage1_steps)
+    reports = {folder: json.loads((work / folder / "report.json").read_text()) for folder in ("eval", "eval-raw")}
+    models = {m["label"]: m for report in reports.values() for m in report["models"]}
+    # the raw suite holds the same examples and targets: the baselines of the instructed suite serve all variants
+    report = render(models, reports["eval"]["baselines"], scale, args, run.log, time.perf_counter() - started,
+                    stage1_steps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"Ablation table written to {args.out} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
+ORDER = ["instructed", "raw-inputs", "stage1+instructed"]
+PAPER = {"instructed": "Instruct-Imagen", "raw-inputs": "Table 4: multi-task, no instructions",
+         "stage1+instructed": "Table 3: with stage 1"}
+# (a, b, what the paper reports): each ablation is a paired comparison on the same examples and seeds
+QUESTIONS = [("instructed", "raw-inputs", "Table 4: instructions beat raw inputs"),
+             ("stage1+instructed", "instructed", "Table 3: stage 1 helps")]
+SPLITS = ("in-domain", "zero-shot", "editing")
+
+
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total: float, stage1_steps: int) -> str:
-    order = ["instructed", "raw-inputs", "stage1+instructed"]
+def _ci(value: float | None, bounds: list | None, sign: bool = False) -> str:
+    """"0.250 [0.100, 0.400]" (the interval left out where undefined)."""
+    if value is None:
+        return "–"
+    number = (lambda v: f"{0.0 if abs(v) < 5e-4 else v:+.3f}") if sign else _f
+    if not bounds or None in bounds:
+        return number(value)
+    return f"{number(value)} [{number(bounds[0])}, {number(bounds[1])}]"
+
+
+def _average_cells(average: dict | None) -> list[str]:
+    if not average:
+        return ["–"] * 3
+    return [_ci(average.get(k), average.get("intervals", {}).get(k)) for k in ("SC", "PQ", "O")]
+
+
+def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tuple[str, float]], total: float,
+           stage1_steps: int) -> str:
+    splits = [split for split in SPLITS if any(split in models[name]["averages"] for name in ORDER)]
     title = "Quick smoke run (`--quick`): NOT a result" if args.quick else "Ablations at demo scale"
     lines = [f"# {title}", ""]
     if args.quick:
@@ -165,25 +197,75 @@ def render(models: dict, scale: dict, args, log: list[tuple[str, float]], total:
         "Built-in world, `python -m zoo evaluate` on the built-in suite (SC from the deterministic scorer, PQ the",
         "automatic proxy with the handcrafted stand-in features, O = √(SC·PQ); see README \"Evaluate\").",
         "`raw-inputs` is trained and evaluated on raw inputs (`experiments/raw_inputs.py`); the others on",
-        "instructions.",
+        "instructions. Brackets: 95% bootstrap intervals (examples resampled within each set). Chance baselines",
+        "(images made without following the instruction, scored the same way) are listed under the variants.",
         "",
-        "| variant | paper | in-domain SC | PQ | O | zero-shot SC | PQ | O |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    paper = {"instructed": "Instruct-Imagen", "raw-inputs": "Table 4: multi-task, no instructions",
-             "stage1+instructed": "Table 3: with stage 1"}
-    for name in order:
-        avg = models[name]["averages"]
-        cells = [_f(avg.get(split, {}).get(k)) for split in ("in-domain", "zero-shot") for k in ("SC", "PQ", "O")]
-        lines.append(f"| {name} | {paper[name]} | " + " | ".join(cells) + " |")
-    lines += ["", "Per set (SC / PQ / O):", "", "| set | split | " + " | ".join(order) + " |",
-              "|---|---|" + "---|" * len(order)]
-    for row in models["instructed"]["sets"]:
+    for split in splits:
+        lines += [f"**{split}**", "", "| variant | paper | SC | PQ | O |", "|---|---|---|---|---|"]
+        for name in ORDER:
+            cells = _average_cells(models[name]["averages"].get(split))
+            lines.append(f"| {name} | {PAPER[name]} | " + " | ".join(cells) + " |")
+        for baseline in baselines:
+            average = baseline["averages"].get(split)
+            if average:
+                total_sets = models[ORDER[0]]["averages"].get(split, {}).get("sets")
+                note = f" over {average['sets']} of {total_sets} sets" if average["sets"] != total_sets else ""
+                lines.append(f"| *{baseline['label']}* | chance baseline{note} | "
+                             + " | ".join(_average_cells(average)) + " |")
+        lines.append("")
+
+    lines += ["## The ablations (paired differences, same examples and seeds)", "",
+              "\"Beats\" is written only where the 95% interval of the difference excludes 0.", ""]
+    for a, b, question in QUESTIONS:
+        comparison = compare(models[a], models[b])
+        for split in splits:
+            average = comparison["averages"].get(split)
+            if average:
+                verdicts = "; ".join(f"{m} {_ci(average[m]['difference'], average[m]['interval'], sign=True)}: "
+                                     f"**{average[m]['verdict']}**" for m in ("SC", "PQ", "O"))
+                lines.append(f"- {question} — `{a}` − `{b}`, {split}: {verdicts}")
+    for name in ORDER:
+        versus = [compare(models[name], baseline, ("SC",), b_is_baseline=True) for baseline in baselines]
+        beaten = [c["b"] for c in versus if c["averages"].get("in-domain", {}).get("SC", {}).get("verdict", "")
+                  .startswith(f"{name} beats")]
+        named = f": {', '.join(f'`{b}`' for b in beaten)}" if beaten else ""
+        lines.append(f"- `{name}` against chance, in-domain SC: beats {len(beaten)} of {len(versus)} chance "
+                     f"baselines{named}")
+    flagged = flags([models[name] for name in ORDER], baselines)
+    if flagged:
+        pairs = sum(len(models[name]["sets"]) for name in ORDER)
+        lines += ["", f"⚑ Sets where a chance baseline scores SC at least as high as the variant ({len(flagged)} of "
+                  f"{pairs} variant × set pairs): there SC shows nothing.", ""]
+        for flag in flagged:
+            beaten = ", ".join(f"`{b}` {_f(sc)}" for b, sc in flag["baselines"].items())
+            lines.append(f"- {flag['set']} / `{flag['model']}` SC {_f(flag['model SC'])} ≤ {beaten}")
+
+    lines += ["", "## Context ablation", "",
+              "Each variant sampled again with its context removed (same seeds). Context score: the mean of the",
+              "context conditions (every input but the payload text); a model that reads its context loses there.", "",
+              "| variant | split | context score | without context | drop | SC without context |",
+              "|---|---|---|---|---|---|"]
+    for name in ORDER:
+        for split, average in models[name].get("ablation", {}).get("averages", {}).items():
+            lines.append(f"| {name} | {split} | {_f(average['with context'])} | {_f(average['without context'])} | "
+                         f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
+                         f"{_ci(average['SC without context'], average['SC without context interval'])} |")
+
+    marked = {f["set"] for f in flagged}
+    lines += ["", "## Per set (SC [95% interval] / PQ / O)", "",
+              "| set | split | " + " | ".join(ORDER) + " | best baseline SC |", "|---|---|" + "---|" * (len(ORDER) + 1)]
+    for row in models[ORDER[0]]["sets"]:
         cells = []
-        for name in order:
+        for name in ORDER:
             match = next(s for s in models[name]["sets"] if s["name"] == row["name"])
-            cells.append(f"{_f(match['SC'])} / {_f(match['PQ'])} / {_f(match['O'])}")
-        lines.append(f"| {row['name']} | {row['split']} | " + " | ".join(cells) + " |")
+            cells.append(f"{_ci(match['SC'], match.get('intervals', {}).get('SC'))} / {_f(match['PQ'])} / "
+                         f"{_f(match['O'])}")
+        chance = [(s["SC"], b["label"]) for b in baselines for s in b["sets"] if s["name"] == row["name"]]
+        best = max(chance, default=None)
+        cells.append("–" if best is None else f"{_f(best[0])} ({best[1]})")
+        label = f"{row['name']} ⚑" if row["name"] in marked else row["name"]
+        lines.append(f"| {label} | {row['split']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Setup",

@@ -13,7 +13,7 @@ from zoo.eval.features import FeatureExtractor, HandcraftedFeatures, load_featur
 from zoo.eval.fid import frechet_distance, kernel_distance
 from zoo.eval.metrics import canny_edges, depth_correlation, edge_f1, l1, l2, mask_iou, masked_errors
 from zoo.eval.report import overall, split_averages, summarise_set
-from zoo.eval.suite import EvalSet, resolve_suite, semantic_consistency
+from zoo.eval.suite import EvalSet, Rating, as_rating, context_score, resolve_suite, semantic_consistency
 from zoo.instruction import ContextItem, Instruction
 
 
@@ -207,6 +207,20 @@ def test_semantic_consistency_is_the_least_satisfied_condition() -> None:
         semantic_consistency({"subject": 1, "style": 0.7})
 
 
+def test_a_scorer_may_answer_with_a_rating_or_a_plain_mapping() -> None:
+    rating = as_rating(Rating({"text": 1, "style": 0.5}, {"colour": [1.0, 0.0], "preserve": [0.5]}))
+    assert rating.conditions == {"text": 1.0, "style": 0.5} and semantic_consistency(rating) == 0.5
+    assert context_score(rating.conditions) == 0.5  # the style reference; "text" is the payload, not context
+    assert context_score({"text": 1.0}) is None
+    assert context_score({"text": 0.0, "subject": 1.0, "control": 0.5}) == 0.75
+    plain = as_rating({"text": 1, "subject": 0})
+    assert plain == Rating({"text": 1.0, "subject": 0.0}, {})  # third-party scorers: no attribute pass rates
+    with pytest.raises(ValueError, match="set 'x'.*'colour' has check results \\[2.0\\]"):
+        as_rating(Rating({"text": 1}, {"colour": [2]}), where="set 'x'")
+    with pytest.raises(TypeError, match="returned a float"):
+        as_rating(1.0)
+
+
 def test_suite_resolution_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="module:attribute"):
         resolve_suite("no-colon", n=2, image_size=16)
@@ -228,9 +242,16 @@ def test_suite_resolution_cuts_sets_to_n() -> None:
 def test_overall_follows_table_4() -> None:
     assert overall(0.86, 0.66) == pytest.approx(0.75, abs=0.005)  # Depth2Img, Instruct-Imagen (paper Table 4)
     row = summarise_set([1, 0.5, 1, 0], [1, 1, 0.5, 0.5])
-    assert row == {"SC": 0.625, "PQ": 0.75, "O": pytest.approx(math.sqrt(0.625 * 0.75)), "accuracy": 0.5}
-    sets = [{"split": "in-domain", "SC": 1.0, "PQ": 0.5, "O": 0.7}, {"split": "in-domain", "SC": 0.0, "PQ": 0.5, "O": 0.0}]
-    assert split_averages(sets) == {"in-domain": {"SC": 0.5, "PQ": 0.5, "O": 0.35}}
+    assert {k: row[k] for k in ("SC", "PQ", "O", "accuracy")} == {
+        "SC": 0.625, "PQ": 0.75, "O": pytest.approx(math.sqrt(0.625 * 0.75)), "accuracy": 0.5}
+    assert row["intervals"]["SC"][0] < 0.625 < row["intervals"]["SC"][1]
+    sets = [
+        {"split": "in-domain", "SC": 1.0, "PQ": 0.5, "O": 0.7, "examples": [{"SC": 1.0, "PQ": 0.5}] * 2},
+        {"split": "in-domain", "SC": 0.0, "PQ": 0.5, "O": 0.0, "examples": [{"SC": 0.0, "PQ": 0.5}] * 2},
+    ]
+    (average,) = split_averages(sets).values()
+    assert {k: average[k] for k in ("SC", "PQ", "O", "sets")} == {"SC": 0.5, "PQ": 0.5, "O": 0.35, "sets": 2}
+    assert average["intervals"]["SC"] == (0.5, 0.5)
 
 
 def test_auto_falls_back_to_the_weight_free_stand_in_without_the_eval_extra(monkeypatch) -> None:

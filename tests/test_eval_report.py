@@ -1,5 +1,6 @@
-"""End to end on a tiny checkpoint: `python -m zoo evaluate` writes a reproducible Table-4 report, and the human
-rating sheet survives export → fill → import, with bad cells named by row and column."""
+"""End to end on a tiny checkpoint: `python -m zoo evaluate` writes (and prints) a reproducible Table-4 report with
+intervals, chance baselines and the context ablation, and the human rating sheet survives export → fill → import,
+with bad cells named by row and column."""
 
 from __future__ import annotations
 
@@ -39,33 +40,47 @@ def checkpoint(tmp_path_factory) -> str:
 
 def test_evaluate_writes_a_reproducible_table_4_report(checkpoint, tmp_path, capsys) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
-    assert main(["evaluate", "--ckpt", f"mine={checkpoint}", *FAST, "--out", str(first)]) == 0
-    assert main(["evaluate", "--ckpt", f"mine={checkpoint}", *FAST, "--out", str(second)]) == 0
-    assert "Report written to" in capsys.readouterr().out
+    two = ["--ckpt", f"A={checkpoint}", "--ckpt", f"B={checkpoint}"]
+    assert main(["evaluate", *two, *FAST, "--seed", "3", "--out", str(first)]) == 0
+    printed = capsys.readouterr().out
+    assert main(["evaluate", *two, *FAST, "--seed", "3", "--out", str(second)]) == 0
     assert (first / "report.json").read_text() == (second / "report.json").read_text()
 
     report = json.loads((first / "report.json").read_text())
-    (model,) = report["models"]
-    assert model["label"] == "mine" and set(model["averages"]) == {"in-domain", "zero-shot"}
+    model, same = report["models"]
+    assert model["label"] == "A" and set(model["averages"]) == {"in-domain", "zero-shot"}
     for row in model["sets"]:
         assert row["n"] == 3 and len(row["examples"]) == 3
         assert row["O"] == pytest.approx((row["SC"] * row["PQ"]) ** 0.5)
         assert all(e["SC"] in (0.0, 0.5, 1.0) and 0 <= e["PQ"] <= 1 for e in row["examples"])
-        assert (first / "sheets" / "mine" / f"{row['name']}.png").is_file()
+        low, high = row["intervals"]["PQ"]
+        assert low <= row["PQ"] <= high
+        assert (first / "sheets" / "A" / f"{row['name']}.png").is_file()
+    # one checkpoint under two labels: the same images, so nothing separates them
+    assert [r["SC"] for r in same["sets"]] == [r["SC"] for r in model["sets"]]
+    (pair,) = [c for c in report["comparisons"] if not c["b is baseline"]]
+    assert pair["averages"]["in-domain"]["SC"]["verdict"] == "no separation"
+    assert {b["label"] for b in report["baselines"]} == {"mean colour", "first reference", "another target"}
+    ablation = {row["name"]: row for row in model["ablation"]["sets"]}
+    assert ablation["text_to_image"]["drop"] is None and ablation["subject_driven"]["drop"] is not None
+
     markdown = (first / "report.md").read_text()
-    for text in ("## In-domain", "## Zero-shot", "| subject_driven |", "mine O", "**Average**", "I-sim[stand-in", "FD["):
+    for text in ("## In-domain", "## Zero-shot", "| subject_driven", "**Average**", "I-sim[stand-in", "FD[",
+                 "*mean colour* (baseline)", "## Context ablation", "| subject_driven | in-domain | A |",
+                 "## Comparisons", "`A` vs `B`, in-domain SC: **no separation**"):
         assert text in markdown
     assert "CLIP-I" not in markdown and "FID" not in markdown  # stand-ins never carry the real metric's name
+    assert markdown in printed and "Report written to" in printed  # the tables are printed, too
 
 
 def test_a_perfect_generator_scores_sc_1_and_beats_noise_on_pq(checkpoint, tmp_path, monkeypatch) -> None:
     from zoo.lit.module import InstructImagen
 
-    def copy_targets(self, instructions, **kwargs):
-        return torch.stack([i.target for i in instructions])
+    def copy_targets(self, batch, **kwargs):
+        return batch.target.clone()
 
-    def noise(self, instructions, **kwargs):
-        return torch.rand(len(instructions), 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    def noise(self, batch, **kwargs):
+        return torch.rand(len(batch), 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
     reports = {}
     for name, fake in (("perfect", copy_targets), ("noise", noise)):
@@ -121,7 +136,9 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     assert "## Zero-shot" in (tmp_path / "report" / "report.md").read_text()
 
     single = import_ratings([rater_a], tmp_path / "single")
-    assert single["models"][0]["averages"]["in-domain"] == {"SC": 1.0, "PQ": 0.5, "O": pytest.approx(0.5**0.5)}
+    average = single["models"][0]["averages"]["in-domain"]
+    assert (average["SC"], average["PQ"], average["O"], average["sets"]) == (1.0, 0.5, pytest.approx(0.5**0.5), 3)
+    assert average["intervals"]["SC"] == (1.0, 1.0)  # human ratings get intervals too
 
 
 @pytest.mark.parametrize(("column", "value", "message"), [("PQ", "2", "'2' is not a rating"), ("SC", "", "empty is not a rating")])

@@ -1,10 +1,45 @@
-"""The ablation script end to end in its quick form (minutes: marked slow; run with `pytest -m slow`)."""
+"""The ablation script: its report on known results (fast), and end to end in its quick form (minutes: marked slow;
+run with `pytest -m slow`)."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
-from experiments.ablations import main
+from eval_suite_fixture import FakeModel
+from experiments.ablations import ORDER, QUICK, main, render
+from zoo.eval import evaluate as evaluate_module
+
+
+def test_the_report_states_intervals_baselines_the_context_ablation_and_verdicts(tmp_path, monkeypatch) -> None:
+    # instructed and stage1+instructed read their context; raw-inputs never does
+    monkeypatch.setattr(evaluate_module, "load_model", lambda path: FakeModel(
+        "blind" if path.stem == "raw-inputs" else "good", 16))
+    checkpoints = {name: tmp_path / f"{name}.ckpt" for name in ORDER}
+    evaluate_module.evaluate(checkpoints, "eval_suite_fixture:fake_suite", tmp_path / "eval", n=6,
+                             features=["handcrafted"])
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    models = {m["label"]: m for m in report["models"]}
+    args = SimpleNamespace(quick=True, seed=0, threads=1, work=tmp_path)
+    text = render(models, report["baselines"], QUICK, args, [("python -m zoo evaluate ...", 2.0)], 60.0, 8)
+
+    assert text.startswith("# Quick smoke run")
+    perfect = " | ".join(["1.000 [1.000, 1.000]"] * 3)
+    assert f"| instructed | Instruct-Imagen | {perfect} |" in text
+    assert "| raw-inputs | Table 4: multi-task, no instructions | 0.500 [0.500, 0.500] | " in text
+    assert "| *mean colour* | chance baseline | 0.000 [0.000, 0.000] | " in text
+    assert "| *first reference* | chance baseline over 1 of 2 sets | " in text
+    assert ("- Table 4: instructions beat raw inputs — `instructed` − `raw-inputs`, in-domain: "
+            "SC +0.500 [+0.500, +0.500]: **instructed beats raw-inputs**") in text
+    assert "— `stage1+instructed` − `instructed`, zero-shot: SC +0.000 [+0.000, +0.000]: **no separation**" in text
+    assert "- `raw-inputs` against chance, in-domain SC: beats 3 of 4 chance baselines" in text  # not first reference
+    assert "- square+colour / `raw-inputs` SC 0.000 ≤ `mean colour` 0.000" in text
+    assert "| instructed | in-domain | 1.000 | 0.000 | +1.000 [+1.000, +1.000] | 0.500 [0.500, 0.500] |" in text
+    assert "| raw-inputs | in-domain | 0.000 | 0.000 | +0.000 [+0.000, +0.000] | 0.500 [0.500, 0.500] |" in text
+    assert "| square+colour ⚑ | in-domain | 1.000 [1.000, 1.000] / 1.000 / 1.000 | 0.000 [0.000, 0.000] / " in text
+    assert "| 0.000 (mean colour) |" in text  # the best chance score of the set
 
 
 @pytest.mark.slow
@@ -15,4 +50,6 @@ def test_quick_ablations_write_the_table(tmp_path) -> None:
     assert report.startswith("# Quick smoke run")
     for variant in ("instructed", "raw-inputs", "stage1+instructed"):
         assert f"| {variant} |" in report
-    assert "in-domain SC" in report and "zero-shot SC" in report and "python -m zoo evaluate" in report
+    for text in ("**in-domain**", "**zero-shot**", "chance baseline", "## Context ablation", "python -m zoo evaluate"):
+        assert text in report
+    assert "beats" in report or "no separation" in report

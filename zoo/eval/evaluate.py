@@ -1,30 +1,52 @@
 """`python -m zoo evaluate`: checkpoints × an evaluation suite → report.md, report.json and contact sheets.
 
 For each model and each eval set: generate (seeded per set and batch, so a fixed --seed reproduces every image),
-score each image with the suite's scorer (SC), the realism proxy (PQ, `zoo.eval.quality`) and the set's standard
-metric family (`zoo.eval.families`), then write the Table-4-style report (`zoo.eval.report`).
+generate again with the context removed (the context ablation), score each image with the suite's scorer (SC), the
+realism proxy (PQ, `zoo.eval.quality`) and the set's standard metric family (`zoo.eval.families`). The chance
+baselines (`zoo.eval.baselines`) are scored the same way. Then the report (`zoo.eval.report`): the Table-4 layout with
+bootstrap intervals beside the baselines, paired comparisons, the ablation and attribute pass rates.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from zoo.eval.baselines import GENERIC, baseline_images
+from zoo.eval.bootstrap import METHOD as BOOTSTRAP_METHOD
 from zoo.eval.features import FeatureExtractor, load_features
 from zoo.eval.families import standard_metrics
 from zoo.eval.quality import METHOD as PQ_METHOD
 from zoo.eval.quality import RealismPQ
-from zoo.eval.report import split_averages, summarise_set, write_report
-from zoo.eval.suite import Suite, resolve_suite, semantic_consistency
+from zoo.eval.report import (
+    attribute_rates,
+    comparisons,
+    context_ablation,
+    flags,
+    markdown,
+    split_averages,
+    summarise_set,
+    write_report,
+)
+from zoo.eval.suite import Suite, as_rating, context_score, resolve_suite, semantic_consistency
 
 SC_METHOD = (
-    "the suite's deterministic scorer checks each condition of the instruction's ground truth (Instruction.meta) "
-    "in the generated image, each rated 0, 0.5 or 1; SC is the least satisfied condition (paper §4.2)"
+    "the suite's deterministic scorer rates each input of the instruction (the payload text and each kind of "
+    "reference) 0, 0.5 or 1 against the instruction's ground truth (Instruction.meta); SC is the least satisfied "
+    "condition (paper §4.2)"
+)
+BASELINE_METHOD = (
+    "images made without following the instruction, scored by the same scorer: mean colour (a uniform image of the "
+    "target's mean colour), first reference (a copy of the first context image), another target (the target of the "
+    "next example of the set), and the suite's own; a set where a baseline's SC is at least a model's is flagged"
 )
 SHEET_ROWS = 16
+PQScorer = Callable[[str, torch.Tensor], list[float]]
 
 
 def find_checkpoint(path: str) -> Path:
@@ -62,52 +84,125 @@ def load_model(path: Path):
 
 
 def generate_sets(
-    model, suite: Suite, steps: int | None, guidance: float | None, seed: int, batch_size: int
+    model,
+    suite: Suite,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    batch_size: int,
+    sampler: str | None = None,
+    drop_context: bool = False,
+    only: Collection[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Generations (N, 3, H, W) in [-1, 1] for every set; batch b of set s uses seed + 1000·s + b."""
-    from zoo.diffusion.sampler import Guidance
+    """Generations (N, 3, H, W) in [-1, 1] for every set (or the sets named in `only`); batch b of the suite's set s
+    uses seed + 1000·s + b.
 
+    `sampler` names one of `zoo.diffusion.samplers.SAMPLERS` (`steps` / `guidance` override its defaults); None keeps
+    the model's own sampling. `drop_context` zeroes the collated context mask, so the model sees the text alone with
+    everything else (images, seeds, sampler) unchanged.
+    """
+    from zoo.diffusion.sampler import Guidance
+    from zoo.diffusion.samplers import make_sampler
+    from zoo.instruction import collate_instructions
+
+    size = model.hparams.image_size
     images = {}
     for s, eval_set in enumerate(suite.sets):
+        if only is not None and eval_set.name not in only:
+            continue
         instructions = list(eval_set.instructions)
         chunks = []
         for b, start in enumerate(range(0, len(instructions), batch_size)):
-            chunk = instructions[start:start + batch_size]
-            scale = None if guidance is None else Guidance(scale=guidance)
-            images_b = model.generate(chunk, num_inference_steps=steps, guidance=scale, seed=seed + 1000 * s + b)
+            batch = collate_instructions(instructions[start:start + batch_size], image_size=(size, size))
+            if drop_context:
+                batch = replace(batch, context_mask=torch.zeros_like(batch.context_mask))
+            if sampler is None:
+                scale = None if guidance is None else Guidance(scale=guidance)
+                images_b = model.generate(batch, num_inference_steps=steps, guidance=scale, seed=seed + 1000 * s + b)
+            else:
+                hp = model.hparams
+                chosen = make_sampler(
+                    sampler, model.scheduler, steps, guidance, None, hp.sample_steps, hp.guidance_scale
+                )
+                images_b = model.generate(
+                    batch, num_inference_steps=chosen.num_inference_steps, guidance=chosen.guidance,
+                    seed=seed + 1000 * s + b, scheduler=chosen.scheduler,
+                )
             chunks.append(images_b.cpu())
         images[eval_set.name] = torch.cat(chunks)
     return images
 
 
-def score_sets(suite: Suite, images: dict[str, torch.Tensor], extractors: list[FeatureExtractor]) -> list[dict]:
-    """Per-set SC/PQ/O, accuracy, standard metrics and per-example scores."""
-    # PQ is calibrated once on every real image of the suite (genuineness does not depend on the task); example i of
-    # a set excludes its own target, found by its position in that pool.
+def realism(suite: Suite, extractor: FeatureExtractor) -> PQScorer:
+    """PQ per example of a set, calibrated once on every real image of the suite (genuineness does not depend on the
+    task); example i excludes its own target (and its copies), found by its position in that pool."""
     pool, own_index = [], {}
     for eval_set in suite.sets:
         for index, instruction in enumerate(eval_set.instructions):
             if instruction.target is not None:
                 own_index[(eval_set.name, index)] = len(pool)
                 pool.append(instruction.target)
-    pq_model = RealismPQ(extractors[0], torch.stack(pool)) if len(pool) >= 2 else None
+    pq_model = RealismPQ(extractor, torch.stack(pool)) if len(pool) >= 2 else None
+
+    def score(set_name: str, images: torch.Tensor) -> list[float]:
+        if pq_model is None:
+            return [float("nan")] * len(images)
+        return pq_model(images, [own_index.get((set_name, index)) for index in range(len(images))])
+
+    return score
+
+
+def score_sets(
+    suite: Suite,
+    images: dict[str, torch.Tensor],
+    extractors: list[FeatureExtractor],
+    pq: PQScorer | None = None,
+    standard: bool = True,
+) -> list[dict]:
+    """Per-set SC/PQ/O with intervals, accuracy, attribute pass rates, standard metrics (unless `standard` is False)
+    and per-example scores, for the sets that `images` holds."""
+    pq = pq or realism(suite, extractors[0])
     rows = []
-    for eval_set in suite.sets:
+    for eval_set in (s for s in suite.sets if s.name in images):
         instructions, generated = list(eval_set.instructions), images[eval_set.name]
-        own = [own_index.get((eval_set.name, index)) for index in range(len(instructions))]
-        pq = pq_model(generated, own) if pq_model else [float("nan")] * len(instructions)
-        examples = []
-        for index, (instruction, image, quality) in enumerate(zip(instructions, generated, pq)):
-            conditions = {k: float(v) for k, v in suite.score(instruction.meta, image).items()}
-            sc = semantic_consistency(conditions, where=f"suite {suite.name!r}, set {eval_set.name!r}, example {index}")
-            examples.append({"id": index, "text": instruction.text, "conditions": conditions, "SC": sc, "PQ": quality})
-        metrics, notes = standard_metrics(eval_set, generated, extractors, suite.annotators)
+        examples, qualities = [], pq(eval_set.name, generated)
+        for index, (instruction, image, quality) in enumerate(zip(instructions, generated, qualities)):
+            where = f"suite {suite.name!r}, set {eval_set.name!r}, example {index}"
+            rating = as_rating(suite.score(instruction.meta, image), where)
+            examples.append({
+                "id": index, "text": instruction.text, "conditions": rating.conditions, "attributes": rating.attributes,
+                "context": context_score(rating.conditions), "SC": semantic_consistency(rating.conditions, where),
+                "PQ": quality,
+            })
+        metrics, notes = standard_metrics(eval_set, generated, extractors, suite.annotators) if standard else ({}, [])
         rows.append({
             "name": eval_set.name, "split": eval_set.split, "family": eval_set.family, "n": len(instructions),
             **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
-            "metrics": metrics, "notes": notes, "examples": examples,
+            "attributes": attribute_rates(examples), "metrics": metrics, "notes": notes, "examples": examples,
         })
     return rows
+
+
+def score_baselines(suite: Suite, extractors: list[FeatureExtractor], pq: PQScorer) -> list[dict]:
+    """The chance baselines' rows, like a model's (no standard metrics), each over the sets it applies to."""
+    per_baseline: dict[str, dict[str, torch.Tensor]] = {}
+    for eval_set in suite.sets:
+        for name, images in baseline_images(eval_set, suite.baselines).items():
+            per_baseline.setdefault(name, {})[eval_set.name] = images
+    baselines = []
+    for name in (n for n in [*GENERIC, *suite.baselines] if n in per_baseline):
+        images = per_baseline[name]
+        sets = score_sets(suite, images, extractors, pq, standard=False)
+        baselines.append({"label": name, "sets": sets, "averages": split_averages(sets)})
+    return baselines
+
+
+def ablated_sets(model, suite: Suite, full: dict[str, torch.Tensor], **sampling) -> dict[str, torch.Tensor]:
+    """Generations with the context removed; a set with no context at all keeps its full generations (with nothing
+    to remove, the same seeds give the same images)."""
+    with_context = {s.name for s in suite.sets if any(i.context for i in s.instructions)}
+    ablated = generate_sets(model, suite, drop_context=True, only=with_context, **sampling)
+    return {s.name: ablated.get(s.name, full[s.name]) for s in suite.sets}
 
 
 def evaluate(
@@ -120,46 +215,62 @@ def evaluate(
     seed: int = 0,
     features: list[str] | None = None,
     batch_size: int = 16,
+    sampler: str | None = None,
 ) -> dict:
     """Runs the whole evaluation and writes the report into `out`; returns the report's dict."""
+    from zoo.diffusion.samplers import SAMPLERS
     from zoo.grid import instruction_grid
 
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}")
     out = Path(out)
     extractors = [load_features(spec) for spec in (features or ["auto"])]
-    models, sheets, suite, image_size = [], {}, None, None
+    models, sheets, suite, image_size, pq, baselines = [], {}, None, None, None, []
+    sampling = {"steps": steps, "guidance": guidance, "seed": seed, "batch_size": batch_size, "sampler": sampler}
     for label, path in checkpoints.items():
         model = load_model(path)
         if suite is None:
             image_size = model.hparams.image_size
             suite = resolve_suite(suite_spec, n=n, image_size=image_size, seed=seed)
+            pq = realism(suite, extractors[0])
+            baselines = score_baselines(suite, extractors, pq)
         elif model.hparams.image_size != image_size:
             raise ValueError(
                 f"--ckpt {label}: image size {model.hparams.image_size} differs from {image_size}; "
                 "compare like with like"
             )
         torch.manual_seed(seed)  # anything a model draws outside its own generator starts from the same state
-        images = generate_sets(model, suite, steps, guidance, seed, batch_size)
-        sets = score_sets(suite, images, extractors)
-        models.append({"label": label, "checkpoint": str(path), "sets": sets, "averages": split_averages(sets)})
+        images = generate_sets(model, suite, **sampling)
+        sets = score_sets(suite, images, extractors, pq)
+        without = score_sets(suite, ablated_sets(model, suite, images, **sampling), extractors, pq, standard=False)
+        models.append({"label": label, "checkpoint": str(path), "sets": sets, "averages": split_averages(sets),
+                       "ablation": context_ablation(sets, without)})
         for eval_set in suite.sets:
             sheet = out / "sheets" / label / f"{eval_set.name}.png"
             sheet.parent.mkdir(parents=True, exist_ok=True)
             rows = list(eval_set.instructions)[:SHEET_ROWS]
             instruction_grid(rows, images[eval_set.name][:SHEET_ROWS]).save(sheet)
             sheets[f"{label} / {eval_set.name}"] = str(sheet.relative_to(out))
+    default = "model default" if sampler is None else "sampler default"
     results = {
         "suite": suite_spec,
         "source": "automatic",
         "settings": {
             "n per set": n,
-            "sampling steps": "model default" if steps is None else steps,
-            "guidance": "model default" if guidance is None else guidance,
+            "sampler": sampler or "model default",
+            "sampling steps": default if steps is None else steps,
+            "guidance": default if guidance is None else guidance,
             "seed": seed,
         },
         "sc_method": SC_METHOD,
         "pq_method": f"{PQ_METHOD}. Features: {extractors[0].name}.",
+        "bootstrap": BOOTSTRAP_METHOD,
+        "baseline_method": BASELINE_METHOD,
         "features": [e.describe() for e in extractors],
         "models": models,
+        "baselines": baselines,
+        "comparisons": comparisons(models, baselines),
+        "flags": flags(models, baselines),
         "sheets": sheets,
     }
     write_report(results, out)
@@ -172,8 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a checkpoint or a run folder (newest last.ckpt); repeat to compare models side by side")
     parser.add_argument("--suite", default="builtin", help="'builtin' (tasks.suites:builtin) or module:attribute")
     parser.add_argument("--n", type=int, default=8, help="instructions per eval set (default 8)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample_steps)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--sampler", default=None, metavar="NAME",
+                        help="a named sampler (ddpm, paper, dpmsolver++, sde-dpmsolver++, unipc; see "
+                             "zoo.diffusion.samplers); default: the model's own sampling")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default: the sampler's, else the model's sample_steps)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the sampler's, else the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--features", action="append", default=None, metavar="SPEC",
@@ -188,10 +304,11 @@ def main(argv: list[str]) -> int:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
         checkpoints = parse_checkpoints(args.ckpt)
-        evaluate(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed, args.features,
-                 args.batch_size)
+        results = evaluate(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed,
+                           args.features, args.batch_size, args.sampler)
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(markdown(results))
     print(f"Report written to {Path(args.out) / 'report.md'} (and report.json, sheets/)")
     return 0

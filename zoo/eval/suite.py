@@ -6,8 +6,15 @@ A suite is provided by the task side and named by an import string, so `zoo` nev
 either a `Suite` or a factory called as `factory(n=..., image_size=..., seed=...)` that returns one.
 
 Scoring contract (`Suite.score(meta, image)`): `meta` is `Instruction.meta` (the ground truth), `image` the generated
-image, a float tensor (3, H, W) in [-1, 1]; it returns {condition name: score} with every score in {0, 0.5, 1}, the
-ImagenHub scale. SC is the least satisfied condition (paper §4.2): `semantic_consistency` takes the minimum.
+image, a float tensor (3, H, W) in [-1, 1]; it returns a `Rating`: one score in {0, 0.5, 1} (the ImagenHub scale) per
+input of the instruction (the payload text, "text", and each kind of reference: the *context conditions*), plus the
+result of every attribute check behind them. A third-party scorer may return a plain {condition: score} mapping
+instead (then there are no attribute pass rates). SC is the least satisfied condition (paper §4.2):
+`semantic_consistency` takes the minimum.
+
+A suite may also name its own chance baselines (`Suite.baselines`): functions from a set's instructions to images that
+know nothing of the instruction beyond what chance would (e.g. the true background alone); the report scores them
+beside the models.
 """
 
 from __future__ import annotations
@@ -21,14 +28,33 @@ import torch
 
 from zoo.instruction import Instruction
 
-SPLITS = ("in-domain", "zero-shot")
+# Editing is its own split: only the editing fine-tune trains it, so it is never averaged into stage 2's in-domain.
+SPLITS = ("in-domain", "zero-shot", "editing")
 FAMILIES = ("text_to_image", "subject", "editing", "control")
 CONTROLS = ("edge", "depth", "mask")
 RATING_LEVELS = (0.0, 0.5, 1.0)
 BUILTIN = "tasks.suites:builtin"
+TEXT_CONDITION = "text"
 
-Scorer = Callable[[dict, torch.Tensor], Mapping[str, float]]
+
+@dataclass(frozen=True)
+class Rating:
+    """One generated image rated against its instruction's ground truth.
+
+    Args:
+        conditions: one score (0, 0.5 or 1) per input of the instruction: "text" is the payload text; every other
+            name ("style", "subject", "control", "content", "source") is a kind of reference, a *context condition*.
+        attributes: attribute kind ("colour", "shape", "position", "style", "subject identity", "edit", "preserve",
+            ...) → the result of each of its checks in this example (1.0 or 0.0; "preserve" may be 0.5).
+    """
+
+    conditions: dict[str, float]
+    attributes: dict[str, list[float]]
+
+
+Scorer = Callable[[dict, torch.Tensor], Rating | Mapping[str, float]]
 Annotator = Callable[[torch.Tensor], torch.Tensor]
+Baseline = Callable[[list[Instruction]], torch.Tensor]
 
 
 @dataclass
@@ -37,7 +63,7 @@ class EvalSet:
 
     Args:
         name: the row label, e.g. "styled_generation" or "style+subject".
-        split: "in-domain" or "zero-shot" (the two halves of Table 4).
+        split: "in-domain" or "zero-shot" (the two halves of Table 4), or "editing" (its own table).
         instructions: the instructions, with `target` where a ground-truth image exists.
         family: which standard metrics apply: "text_to_image" (CLIP score, FD/KD), "subject" (DreamBench: image
             similarity to the references, CLIP-T), "editing" (MagicBrush: L1/L2/similarities inside and outside the
@@ -46,7 +72,7 @@ class EvalSet:
     """
 
     name: str
-    split: Literal["in-domain", "zero-shot"]
+    split: Literal["in-domain", "zero-shot", "editing"]
     instructions: Sequence[Instruction]
     family: str | None = None
     control: str | None = None
@@ -67,13 +93,15 @@ class EvalSet:
 
 @dataclass
 class Suite:
-    """Named eval sets, the scorer, and optional annotators ("edge", "depth", "mask": image (3, H, W) in [-1, 1] →
-    map (H, W)) that made the tasks' control conditions, so control fidelity uses the same detector."""
+    """Named eval sets, the scorer, optional annotators ("edge", "depth", "mask": image (3, H, W) in [-1, 1] →
+    map (H, W)) that made the tasks' control conditions, so control fidelity uses the same detector, and optional
+    chance baselines (name → function from a set's instructions to images (N, 3, H, W) in [-1, 1])."""
 
     name: str
     sets: list[EvalSet]
     score: Scorer
     annotators: dict[str, Annotator] = field(default_factory=dict)
+    baselines: dict[str, Baseline] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sets]
@@ -83,8 +111,37 @@ class Suite:
             raise ValueError(f"suite {self.name!r} has no eval sets")
 
 
-def semantic_consistency(conditions: Mapping[str, float], where: str = "scorer") -> float:
+def as_rating(result: Rating | Mapping[str, float], where: str = "scorer") -> Rating:
+    """A scorer's answer as a validated `Rating` (a plain mapping becomes its conditions, with no attributes)."""
+    if isinstance(result, Rating):
+        conditions, attributes = result.conditions, result.attributes
+    elif isinstance(result, Mapping):
+        conditions, attributes = result, {}
+    else:
+        raise TypeError(
+            f"{where}: returned a {type(result).__name__}; expected a Rating or a {{condition: score}} dict"
+        )
+    conditions = {str(k): float(v) for k, v in conditions.items()}
+    semantic_consistency(conditions, where)
+    checked = {}
+    for kind, results in attributes.items():
+        values = [float(r) for r in results]
+        if any(not 0 <= v <= 1 for v in values):
+            raise ValueError(f"{where}: attribute {kind!r} has check results {values}; each must lie in [0, 1]")
+        checked[str(kind)] = values
+    return Rating(conditions, checked)
+
+
+def context_score(conditions: Mapping[str, float]) -> float | None:
+    """The mean of the context conditions (every condition but the payload text's); None when there are none."""
+    values = [float(v) for name, v in conditions.items() if name != TEXT_CONDITION]
+    return sum(values) / len(values) if values else None
+
+
+def semantic_consistency(conditions: Rating | Mapping[str, float], where: str = "scorer") -> float:
     """SC of one example: the score of its least satisfied condition; validates the ImagenHub levels."""
+    if isinstance(conditions, Rating):
+        conditions = conditions.conditions
     if not conditions:
         raise ValueError(f"{where}: returned no conditions; a scorer must rate at least one")
     for name, value in conditions.items():
