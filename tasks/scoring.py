@@ -128,12 +128,12 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> Rating:
     scores: dict[str, float] = {}
     attributes: dict[str, list[float]] = {}
     for condition, checks in meta["conditions"].items():
-        results = []
+        results, grades = [], []  # pass/fail checks; graded ones (preserve), which cap the input's score
         for check in checks:
             kind = attribute_kind(condition, check, editing=source is not None)
             if check == "preserve":
-                results.append(_preserve(pixels, truth, source, style))
-                attributes.setdefault(kind, []).append(results[-1])
+                grades.append(_preserve(pixels, truth, source, style))
+                attributes.setdefault(kind, []).append(grades[-1])
                 continue
             if check.rsplit(".", 1)[-1] in GEOMETRY:  # compare silhouettes, whatever their colour
                 def view(x: np.ndarray) -> np.ndarray:
@@ -151,8 +151,8 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> Rating:
             if variants:
                 results.append(1.0 if _mse(seen, expected) < min(_mse(seen, v) for v in variants) else 0.0)
                 attributes.setdefault(kind, []).append(results[-1])
-        if results:
-            scores[condition] = _combine(results)
+        if results or grades:
+            scores[condition] = min([_combine(results)] * bool(results) + grades)
     return Rating(conditions=scores, attributes=attributes)
 
 
@@ -164,8 +164,6 @@ def overall(rating: Rating) -> float:
 
 
 def _combine(results: list[float]) -> float:
-    if len(results) == 1:  # a graded check (preserve) or a single pass/fail
-        return results[0]
     if all(r == 1 for r in results):
         return 1.0
     return 0.5 if sum(results) / len(results) > PARTIAL else 0.0

@@ -55,10 +55,10 @@ class StyleTransfer(DrawsFromWorld, TemplatedTask):
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)
-        scene = self.world.scene(index)
+        scene = self.world.scene(index, (style, CONTENT_STYLE))  # drawn twice: the content and the target
         reference = scene
         while reference == scene:
-            reference = self.world.scene(rng.randrange(2**31))
+            reference = self.world.scene(rng.randrange(2**31), (style,))
         return Instruction(
             text=self.fill(rng),
             context=[

@@ -65,10 +65,10 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)
-        scene = self.world.scene(index)
+        scene = self.world.scene(index, (style,))
         reference = scene
         while reference == scene:  # a different scene, so the only thing to take from the reference is its style
-            reference = self.world.scene(rng.randrange(2**31))
+            reference = self.world.scene(rng.randrange(2**31), (style,))
         text = caption(scene)
         return Instruction(
             text=self.fill(rng, caption=text),

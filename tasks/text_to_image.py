@@ -56,8 +56,8 @@ class TextToImage(DrawsFromWorld, TemplatedTask):
         super().__init__(num_examples, seed, image_size, templates, source)
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
-        scene = self.world.scene(index)
         style = NATURAL_STYLE if self.flavour == "natural" else rng.choice(ART_STYLES)
+        scene = self.world.scene(index, (style,))
         text = caption(scene) if self.flavour == "natural" else f"{caption(scene)}, in the {style} style"
         # One input, the text: it states every attribute (and, for art, the style).
         conditions = {"text": caption_checks(scene) + (["style"] if self.flavour == "art" else [])}

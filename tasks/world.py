@@ -9,6 +9,15 @@ toys, and faces (an oval with eyes and a mouth; the paper's face data, CelebA, a
 Derived maps, for the control and editing tasks: `depth_map` (nearer = brighter: large objects and objects lower
 in the frame are nearer; the background recedes upwards), `object_mask` (the silhouettes), `sketch` (thin dark
 jittered outlines on white) and `render_background` (a scene with its objects removed).
+
+Content split: every picture belongs to "train" or "eval" by a stable hash of what it shows (`content_split(scene,
+style)`: the scene, less what the style cannot show — line art drops patterns and the background, sepia colours and
+the background — so two scenes that render alike always fall on the same side), about one in `EVAL_SHARE` to
+"eval". A scene drawn in a style must be of the split both as drawn and as its caption describes it (flat), so
+neither the picture nor the words reach the other side. Training tasks draw only train scenes (targets and
+references alike) and evaluation sets only eval scenes as targets, so no evaluation image or caption can have been
+trained on, whatever the seeds:
+`World(seed, split)` and `subject_placements(name, split, style)` keep to one side.
 """
 
 from __future__ import annotations
@@ -146,9 +155,27 @@ def check_split(split: str, field: str = "split") -> Split:
     return split
 
 
-def content_split(scene: Scene) -> str:
-    """"train" or "eval": a pure function of what the scene shows (sha256, so it is the same in every process)."""
-    digest = hashlib.sha256(repr(scene).encode()).digest()
+# What each style cannot show (measured: these are exactly the attributes along which one-object scenes render
+# pixel-identically in that style at 32 px; flat, pastel and mosaic show everything).
+STYLE_BLIND = {
+    "outline": ("pattern", "background"),
+    "neon": ("pattern", "background"),
+    "sepia": ("colour", "background"),
+}
+
+
+def content_split(scene: Scene, style: str = "flat") -> Split:
+    """"train" or "eval" for `scene` drawn in `style`: a pure function of what the picture shows (sha256 of the scene
+    with the style's blind attributes blanked and its objects in a fixed order, so it is the same in every process
+    and for look-alike scenes)."""
+    blind = STYLE_BLIND.get(style, ())
+    shown = (
+        None if "background" in blind else scene.background,
+        # sorted: the same objects listed in another order are the same picture
+        tuple(sorted((o.position, o.shape, o.size, None if "colour" in blind else o.colour,
+                      None if "pattern" in blind else o.pattern) for o in scene.objects)),
+    )
+    digest = hashlib.sha256(repr(shown).encode()).digest()
     return "eval" if int.from_bytes(digest[:8], "big") % EVAL_SHARE == 0 else "train"
 
 
@@ -164,11 +191,16 @@ def random_scene(rng: random.Random) -> Scene:
     return Scene(background, objects)
 
 
-def draw_in_split(draw: Callable[[], Scene], split: str) -> Scene:
-    """Calls `draw` until it gives a scene of `split` (a seeded `draw` keeps the result a pure function)."""
+def in_split(scene: Scene, split: str, styles: Iterable[str] = ()) -> bool:
+    """Whether `scene` belongs to `split` as described (flat) and drawn in every one of `styles`."""
+    return all(content_split(scene, style) == split for style in {"flat", *styles})
+
+
+def draw_in_split(draw: Callable[[], Scene], split: str, styles: Iterable[str] = ()) -> Scene:
+    """Calls `draw` until it gives a scene of `split` in all `styles` (a seeded `draw` keeps the result pure)."""
     while True:
         scene = draw()
-        if content_split(scene) == split:
+        if in_split(scene, split, styles):
             return scene
 
 
@@ -178,10 +210,11 @@ class World:
     def __init__(self, seed: int | str = 0, split: Split = "train") -> None:
         self.seed, self.split = seed, check_split(split)
 
-    def scene(self, index: int) -> Scene:
+    def scene(self, index: int, styles: tuple[str, ...] = ("flat",)) -> Scene:
+        """Scene `index` of the split, as it will be drawn in `styles` (each picture of it must be of the split)."""
         # The "world:" prefix keeps this stream apart from Task.rng(seed, index), which tasks use for their own picks.
         rng = random.Random(f"world:{self.seed}:{index}")
-        return draw_in_split(lambda: random_scene(rng), self.split)
+        return draw_in_split(lambda: random_scene(rng), self.split, styles)
 
 
 class DrawsFromWorld:
@@ -211,10 +244,11 @@ def subject_scene(name: str, position: str, size: str, background: str) -> Scene
 
 
 @cache
-def subject_placements(name: str, split: Split) -> tuple[tuple[str, str, str], ...]:
-    """The placements (position, size, background) of subject `name` whose scene belongs to `split`."""
+def subject_placements(name: str, split: Split, style: str = "flat") -> tuple[tuple[str, str, str], ...]:
+    """The placements (position, size, background) of subject `name` whose scene, described and drawn in `style`,
+    belongs to `split` (may be empty for a style: about 1 in EVAL_SHARE² placements are eval in two ways)."""
     check_split(split)
-    return tuple(p for p in PLACEMENTS if content_split(subject_scene(name, *p)) == split)
+    return tuple(p for p in PLACEMENTS if in_split(subject_scene(name, *p), split, (style,)))
 
 
 def caption(scene: Scene) -> str:

@@ -100,7 +100,7 @@ class ZeroShot(TemplatedTask):
         return getattr(self, f"_{self.composition}")(index, rng)
 
     def _style_image(self, style: str, rng: random.Random) -> ContextItem:
-        reference = self.world.scene(rng.randrange(2**31))
+        reference = self.world.scene(rng.randrange(2**31), (style,))
         return ContextItem("[ref#2]", "a [ref#2] style image", render(reference, self.image_size, style))
 
     def _subject_items(self, marker: str, name: str, placements: list[tuple[str, str, str]]) -> list[ContextItem]:
@@ -109,8 +109,10 @@ class ZeroShot(TemplatedTask):
                                                                    CONTENT_STYLE)) for p in placements]
 
     def _style_subject(self, index: int, rng: random.Random) -> Instruction:
-        name, style = rng.choice(self.subjects), rng.choice(self.styles)
-        placement = rng.choice(subject_placements(name, self.split))
+        # (subject, style) pairs with an unseen placement in that style; every subject has some flat ones
+        pairs = [(n, s) for n in self.subjects for s in self.styles if subject_placements(n, self.split, s)]
+        name, style = rng.choice(pairs)
+        placement = rng.choice(subject_placements(name, self.split, style))
         scene = subject_scene(name, *placement)
         category = subject(name).category
         text = self.fill(rng, subject=f"[ref#1] {category}", caption=placement_caption(category, *placement))
@@ -172,7 +174,8 @@ class ZeroShot(TemplatedTask):
         )
 
     def _control_style(self, index: int, rng: random.Random) -> Instruction:
-        scene, style, condition = self.world.scene(index), rng.choice(self.styles), rng.choice(CONTROLS)
+        style, condition = rng.choice(self.styles), rng.choice(CONTROLS)
+        scene = self.world.scene(index, (style,))
         text = self.fill(rng, condition=CONDITION_TEXT[condition], caption=control_caption(scene))
         control = ContextItem("[ref#1]", f"[ref#1] {CONDITION_TEXT[condition]}",
                               control_map(condition, scene, self.image_size, rng))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from experiments.raw_inputs import RawInputs, builtin_raw
-from tasks.control import Control
+from tasks.control import Control, control_caption
+from tasks.scoring import scene_from_dict
 from tasks.style_transfer import StyleTransfer
 from tasks.subject_driven import SubjectDriven
 from tasks.suites import builtin
@@ -17,7 +18,8 @@ def test_raw_inputs_keep_images_and_content_but_not_the_instruction() -> None:
     assert torch.allclose(raw.target, instructed.target, atol=1e-6) and raw.meta == instructed.meta
     assert [c.marker for c in raw.context] == [c.marker for c in instructed.context]
     assert all(torch.allclose(a.image, b.image, atol=1e-6) for a, b in zip(raw.context, instructed.context))
-    assert raw.text == f"{instructed.meta['caption']} [ref#1]" and raw.context[0].text == "[ref#1]"
+    payload = control_caption(scene_from_dict(instructed.meta["scene"]))  # what the template was filled with
+    assert raw.text == f"{payload} [ref#1]" and raw.context[0].text == "[ref#1]"
     assert "depth" not in raw.text and "depth" in instructed.text + instructed.context[0].text
     subject = RawInputs(SubjectDriven(num_examples=4, image_size=16))[0]
     assert subject.text.startswith("[ref#1] ")  # the subject's marker and name are content
