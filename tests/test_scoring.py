@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_tasks import FACTORIES
 
 from tasks.control import Control
 from tasks.editing import Editing
 from tasks.scoring import ATTRIBUTES, overall, score
-from tasks.subject_driven import SubjectDriven
 from tasks.styled_generation import StyledGeneration
+from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
 from tasks.world import Scene, SceneObject, render, render_background
-from test_tasks import FACTORIES
 
 SCENE = Scene("sky", (SceneObject("circle", "red", "striped", "left", "large"),
                       SceneObject("square", "blue", "solid", "right", "small")))
