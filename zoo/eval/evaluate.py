@@ -197,12 +197,14 @@ def score_baselines(suite: Suite, extractors: list[FeatureExtractor], pq: PQScor
     return baselines
 
 
-def ablated_sets(model, suite: Suite, full: dict[str, torch.Tensor], **sampling) -> dict[str, torch.Tensor]:
-    """Generations with the context removed; a set with no context at all keeps its full generations (with nothing
-    to remove, the same seeds give the same images)."""
+def ablated_rows(model, suite: Suite, full: list[dict], extractors: list[FeatureExtractor], pq: PQScorer,
+                 **sampling) -> list[dict]:
+    """The set rows of generations with the context removed. A set with no context keeps its full rows: with nothing
+    to remove, the same seeds give the same images."""
     with_context = {s.name for s in suite.sets if any(i.context for i in s.instructions)}
-    ablated = generate_sets(model, suite, drop_context=True, only=with_context, **sampling)
-    return {s.name: ablated.get(s.name, full[s.name]) for s in suite.sets}
+    images = generate_sets(model, suite, drop_context=True, only=with_context, **sampling)
+    rows = {row["name"]: row for row in score_sets(suite, images, extractors, pq, standard=False)}
+    return [rows.get(row["name"], row) for row in full]
 
 
 def evaluate(
@@ -242,7 +244,7 @@ def evaluate(
         torch.manual_seed(seed)  # anything a model draws outside its own generator starts from the same state
         images = generate_sets(model, suite, **sampling)
         sets = score_sets(suite, images, extractors, pq)
-        without = score_sets(suite, ablated_sets(model, suite, images, **sampling), extractors, pq, standard=False)
+        without = ablated_rows(model, suite, sets, extractors, pq, **sampling)
         models.append({"label": label, "checkpoint": str(path), "sets": sets, "averages": split_averages(sets),
                        "ablation": context_ablation(sets, without)})
         for eval_set in suite.sets:
