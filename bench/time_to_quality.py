@@ -73,16 +73,6 @@ def progress(path: Path) -> tuple[float, int]:
     return checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] / 60, int(checkpoint["global_step"])
 
 
-def in_domain_rates(model: dict) -> dict[str, float]:
-    """Each attribute's pass rate averaged over the in-domain sets that check it."""
-    rates: dict[str, list[float]] = {}
-    for row in model["sets"]:
-        if row["split"] == "in-domain":
-            for kind, rate in row.get("attributes", {}).items():
-                rates.setdefault(kind, []).append(rate)
-    return {kind: sum(values) / len(values) for kind, values in rates.items()}
-
-
 def interval(average: dict, metric: str) -> str:
     low, high = average["intervals"][metric]
     return f"{average[metric]:.2f} [{low:.2f}, {high:.2f}]"
@@ -106,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = dict(v.partition("=")[::2] for v in (args.variant or ["recipe="]))
 
     from zoo.eval.evaluate import evaluate
+    from zoo.eval.report import split_attribute_rates
 
     root = Path(args.out).resolve()
     checkpoints, marks = {}, {}
@@ -125,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for model in results["models"]:
         label, minutes, steps = marks[model["label"]]
-        rates, averages = in_domain_rates(model), model["averages"]
+        rates, averages = split_attribute_rates(model["sets"], "in-domain"), model["averages"]
         drop = model["ablation"]["averages"].get("in-domain", {}).get("drop")
         cells = [label, f"{minutes:.1f}", str(steps), *(f"{rates.get(a, float('nan')):.2f}" for a in ATTRIBUTES),
                  interval(averages["in-domain"], "SC"), interval(averages["zero-shot"], "SC"),

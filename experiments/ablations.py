@@ -184,6 +184,25 @@ def _average_cells(average: dict | None) -> list[str]:
     return [_ci(average.get(k), average.get("intervals", {}).get(k)) for k in ("SC", "PQ", "O")]
 
 
+def _attribute_tables(models: dict, baselines: list[dict], splits: list[str]) -> list[str]:
+    """Per split, each attribute's pass rate (mean over the sets that check it) for every variant and baseline: where
+    SC is still 0, these show what a model has learnt."""
+    from tasks.scoring import ATTRIBUTES
+    from zoo.eval.report import split_attribute_rates
+
+    rows = [(name, models[name]["sets"]) for name in ORDER] + [(f"*{b['label']}*", b["sets"]) for b in baselines]
+    lines = ["", "## Attribute pass rates", "",
+             "Share of checks of each kind that pass, averaged over the sets of the split that check it (the scorer's",
+             "attribute checks behind SC; chance baselines in italics).", ""]
+    for split in splits:
+        rates = [(name, split_attribute_rates(sets, split)) for name, sets in rows]
+        kinds = [k for k in ATTRIBUTES if any(k in r for _, r in rates)]
+        lines += [f"**{split}**", "", "| | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+        lines += [f"| {name} | " + " | ".join(_f(r.get(k)) for k in kinds) + " |" for name, r in rates]
+        lines.append("")
+    return lines
+
+
 def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tuple[str, float]], total: float,
            stage1_steps: int) -> str:
     splits = [split for split in SPLITS if any(split in models[name]["averages"] for name in ORDER)]
@@ -253,6 +272,7 @@ def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tup
                          f"{_ci(average['SC without context'], average['SC without context interval'])} |")
 
     marked = {f["set"] for f in flagged}
+    lines += _attribute_tables(models, baselines, splits)
     lines += ["", "## Per set (SC [95% interval] / PQ / O)", "",
               "| set | split | " + " | ".join(ORDER) + " | best baseline SC |", "|---|---|" + "---|" * (len(ORDER) + 1)]
     for row in models[ORDER[0]]["sets"]:
@@ -270,7 +290,8 @@ def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tup
         "",
         "## Setup",
         "",
-        f"- seed {args.seed}; backbone `{scale['unet']}`, text encoder `{scale['text_encoder']}`, {scale['image_size']} px, "
+        f"- seed {args.seed}; backbone `{scale['unet']}`, text encoder `{scale['text_encoder']}`, "
+        f"{scale['image_size']} px, "
         f"batch {scale['batch_size']}, lr 1e-3; {scale['steps']} training steps per variant "
         f"(`stage1+instructed`: {stage1_steps} stage-1 + {scale['steps'] - stage1_steps} stage-2 steps)",
         f"- evaluation: {scale['n']} examples per set, {scale['sample_steps']} sampling steps, eval seed {args.seed}",

@@ -74,6 +74,16 @@ def attribute_rates(examples: Sequence[dict]) -> dict[str, float]:
     return {kind: sum(results) / len(results) for kind, results in pooled.items() if results}
 
 
+def split_attribute_rates(sets: Sequence[dict], split: str) -> dict[str, float]:
+    """Each attribute kind's pass rate in `split`: the mean of its per-set rates over the sets that check it."""
+    rates: dict[str, list[float]] = {}
+    for row in sets:
+        if row["split"] == split:
+            for kind, rate in row.get("attributes", {}).items():
+                rates.setdefault(kind, []).append(rate)
+    return {kind: sum(values) / len(values) for kind, values in rates.items()}
+
+
 def split_averages(sets: Sequence[dict]) -> dict[str, dict]:
     """The Average row of each split: means of the per-set SC, PQ and O, their intervals (examples resampled within
     each set) and how many sets they cover."""
