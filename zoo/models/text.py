@@ -10,11 +10,21 @@ string (`builtin:small-t5`, a folder) or a class_path, so a subclass with its ow
         class_path: zoo.models.text.TextEncoder
         init_args: {name_or_path: /models/t5-v1_1-xxl, max_length: 128, markers: sentinel}
 
-For offline runs and tests there are built-in encoders, `builtin:tiny-t5` and `builtin:small-t5`: a T5 encoder
-built from a config with seeded random weights and the byte-level ByT5 tokenizer (which needs no vocabulary
-file). A frozen random encoder is still an injective, position-aware feature map of the text, which is all the
-UNet's cross-attention needs to learn from; its weights are kept in checkpoints because a random init is not
-something to rebuild from a name.
+For offline runs and tests there are built-in encoders: a T5 encoder built from a config with seeded random weights
+(`tiny`: 32 wide, `small`: 128 wide, both 2 layers) and one of two tokenizers:
+- `builtin:tiny-t5`, `builtin:small-t5`: the byte-level ByT5 tokenizer (no vocabulary file), one token per byte;
+- `builtin:tiny-t5-words`, `builtin:small-t5-words`: the built-in world's word-level tokenizer
+  (`zoo.models.words`), one token per word, spelling out words it lacks, so 4-5× fewer tokens per instruction and
+  a word the UNet can read as one embedding row (issue #11: background pass rate 0.12 → 0.97 on a text-only run).
+A frozen random encoder is still an injective, position-aware feature map of the text, which is all the UNet's
+cross-attention needs to learn from; its weights are kept in checkpoints because a random init is not something to
+rebuild from a name. (A `-words` encoder's vocabulary is a committed file that only grows, into embedding rows that
+are there from the start: a checkpoint made with an older file reads every word it knew as before.)
+
+Length. Texts are padded and cut to `max_length` tokens (T5's `</s>` included). A longer text is never cut silently:
+with `truncation="warn"` (the default) the first one warns, once per encoder, with the part that was cut (as
+diffusers' pipelines warn) and the count so far (`truncated`, of `encoded` texts, keeps counting); with
+`truncation="error"` it is a ValueError naming the text and the limit. `token_counts` says how long texts are.
 
 Markers. "the reference marker corresponds to a special token in the language embedding model" (paper §2.1), so by
 default (`markers="auto"`) each `[ref#N]` becomes one token of its own:
@@ -37,15 +47,23 @@ import hashlib
 import json
 import re
 import sys
+import warnings
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-BUILTIN_ENCODERS: dict[str, dict] = {
+T5_SHAPES: dict[str, dict] = {
     # d_model must match the UNet preset's cross_attention_dim (checked by InstructImagen).
-    "builtin:tiny-t5": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
-    "builtin:small-t5": dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4),
+    "tiny": dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    "small": dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4),
+}
+# name → (T5 shape, tokenizer): "bytes" is ByT5's, "words" the built-in world's (`zoo.models.words`).
+BUILTIN_ENCODERS: dict[str, tuple[str, Literal["bytes", "words"]]] = {
+    "builtin:tiny-t5": ("tiny", "bytes"),
+    "builtin:small-t5": ("small", "bytes"),
+    "builtin:tiny-t5-words": ("tiny", "words"),
+    "builtin:small-t5-words": ("small", "words"),
 }
 MARKER = re.compile(r"\[ref#(\d+)\]")
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
@@ -60,6 +78,7 @@ class TextEncoder(nn.Module):
         seed: seed of the random weights of a `builtin:` encoder and of added marker-token rows.
         markers: how `[ref#N]` is tokenised: `auto`, `sentinel`, `added_tokens` or `plain` (see the module docstring).
         max_markers: how many marker tokens `added_tokens` adds.
+        truncation: what a text longer than `max_length` does: `warn` (once, then counted) or `error` (ValueError).
     """
 
     def __init__(
@@ -69,6 +88,7 @@ class TextEncoder(nn.Module):
         seed: int = 0,
         markers: Literal["auto", "sentinel", "added_tokens", "plain"] = "auto",
         max_markers: int = 16,
+        truncation: Literal["warn", "error"] = "warn",
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, ByT5Tokenizer, T5Config, T5EncoderModel
@@ -77,20 +97,35 @@ class TextEncoder(nn.Module):
             raise ValueError(f"text_encoder max_length must be at least 1, got {max_length}")
         if markers not in ("auto", "sentinel", "added_tokens", "plain"):
             raise ValueError(f"text_encoder markers must be auto, sentinel, added_tokens or plain, got {markers!r}")
+        if truncation not in ("warn", "error"):
+            raise ValueError(f"text_encoder truncation must be 'warn' or 'error', got {truncation!r}")
         self.name_or_path, self.max_length, self.seed, self.max_markers = name_or_path, max_length, seed, max_markers
+        self.truncation = truncation
         # What rebuilds this encoder (saved as the module's `text_encoder` hyperparameter). A subclass with
         # arguments of its own adds them here after calling this __init__.
         self.init_args: dict[str, Any] = dict(
             name_or_path=name_or_path, max_length=max_length, seed=seed, markers=markers, max_markers=max_markers
         )
+        # Only when not the default: the saved form of every encoder made before this option stays the same (a LoRA
+        # adapter's base fingerprint hashes it).
+        if truncation != "warn":
+            self.init_args["truncation"] = truncation
+        self.encoded = self.truncated = 0  # texts encoded and texts cut to max_length, for the truncation warning
         if name_or_path.startswith("builtin:"):
             if name_or_path not in BUILTIN_ENCODERS:
                 raise ValueError(
                     f"text_encoder {name_or_path!r} is not a built-in encoder; choose one of {sorted(BUILTIN_ENCODERS)} "
                     "or give a local folder holding a transformers encoder"
                 )
-            self.tokenizer = ByT5Tokenizer()
-            config = T5Config(vocab_size=len(self.tokenizer), **BUILTIN_ENCODERS[name_or_path])
+            shape, tokens = BUILTIN_ENCODERS[name_or_path]
+            if tokens == "words":
+                from zoo.models.words import EMBEDDING_ROWS, word_tokenizer
+
+                self.tokenizer, rows = word_tokenizer(), EMBEDDING_ROWS
+            else:
+                self.tokenizer = ByT5Tokenizer()
+                rows = len(self.tokenizer)
+            config = T5Config(vocab_size=rows, **T5_SHAPES[shape])
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 self.model = T5EncoderModel(config)
@@ -219,16 +254,52 @@ class TextEncoder(nn.Module):
         # Frozen (paper Fig 3): dropout stays off even while the rest of the model trains.
         return super().train(False)
 
+    # -------------------------------------------------------------------------------------------------- length
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """How many tokens each text takes before truncation (markers as `prepare` writes them, `</s>` included)."""
+        return [len(ids) for ids in self.tokenizer([self.prepare(text) for text in texts]).input_ids]
+
+    def _check_length(self, texts: list[str], prepared: list[str]) -> None:
+        """Counts the texts longer than `max_length`; the first one warns (or, with truncation='error', raises)."""
+        ids = self.tokenizer(prepared).input_ids
+        long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        self.encoded += len(texts)
+        if not long:
+            return
+        first = long[0]
+        if self.truncation == "error":
+            raise ValueError(
+                f"text {texts[first]!r} takes {len(ids[first])} tokens, more than the text encoder's "
+                f"max_length={self.max_length} ({self.name_or_path!r}); shorten it or raise max_length "
+                "(text_max_length)"
+            )
+        already_warned = self.truncated > 0
+        self.truncated += len(long)
+        if already_warned:
+            return
+        # The cut part, as diffusers' pipelines report it: everything after the first max_length - 1 tokens but the
+        # final `</s>` (the tokenizer keeps that one).
+        removed = self.tokenizer.decode(ids[first][self.max_length - 1 : -1])
+        warnings.warn(
+            f"The following part of your input was truncated because the text encoder {self.name_or_path!r} takes at "
+            f"most max_length={self.max_length} tokens ({len(ids[first])} here): {removed!r}, in {texts[first]!r}. "
+            f"{self.truncated} of {self.encoded} texts so far were truncated; raise max_length (text_max_length) or "
+            "set truncation='error' to stop instead. Later truncations are only counted (TextEncoder.truncated).",
+            stacklevel=2,
+        )
+
     @torch.no_grad()
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encodes texts.
+        """Encodes texts (a text longer than `max_length` is cut, and warns or raises: see `truncation`).
 
         Returns:
             embeddings (B, L, D), zero at padding, and mask (B, L) bool, True for real tokens. L = max_length.
         """
+        prepared = [self.prepare(text) for text in texts]
+        self._check_length(texts, prepared)
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(
-            [self.prepare(text) for text in texts],
+            prepared,
             padding="max_length",
             truncation=True,
             max_length=self.max_length,
