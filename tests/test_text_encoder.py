@@ -185,3 +185,17 @@ def test_list_models_shows_the_pooled_preset(capsys) -> None:
 
     assert main(["list", "models"]) == 0
     assert "demo_pooled" in capsys.readouterr().out
+
+
+def test_pooled_text_embedding_ignores_padding() -> None:
+    """The same text at two max_lengths (more padding) gives the same prediction: padding never reaches the pooling."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = InstructUNet(UNet2DConditionModel(**resolve_unet_config("demo_pooled"))).eval()
+    x, t = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE), torch.tensor([500])
+    outs = []
+    for max_length in (24, 48):
+        text, mask = TextEncoder("builtin:small-t5-words", max_length=max_length)(["a red circle on a sky background"])
+        with torch.no_grad():
+            outs.append(model(x, t, text, mask))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)

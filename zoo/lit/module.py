@@ -33,7 +33,8 @@ class InstructImagen(LightningModule):
     Args:
         unet: a preset name (`python -m zoo list models`), a full `UNet2DConditionModel` config dict, or a local
             diffusers UNet/pipeline folder whose `config.json` defines the backbone.
-        text_encoder: frozen; `builtin:tiny-t5`, `builtin:small-t5`, a local transformers folder or hub id, or a
+        text_encoder: frozen; `builtin:tiny-t5`, `builtin:small-t5` (byte-level), `builtin:tiny-t5-words`,
+            `builtin:small-t5-words` (word-level, `zoo.models.words`), a local transformers folder or hub id, or a
             `zoo.models.text.TextEncoder` (in YAML by class_path). Its width must equal the UNet's `encoder_hid_dim`,
             or `cross_attention_dim` when there is none.
         text_max_length: tokens per text (payload and context texts alike); default 64. An encoder given by

@@ -17,7 +17,9 @@ the down blocks then learn only from the denoising path, and the context pass ke
 (less memory with many context images).
 
 The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns (kept only
-under gradient checkpointing, which re-runs the forward during backward).
+under gradient checkpointing, which re-runs the forward during backward). The payload's token mask reaches a pooled
+text embedding (`addition_embed_type="text"`, Imagen/IF) the same way, so the pooling reads real tokens only
+(`MaskedAttentionPooling`).
 
 Sampling cost: `generate` encodes the context once per call, and each context layer projects the (fixed) context
 tokens to keys and values once per call too (`ContextTokens.projected`, filled only when no gradient is recorded);
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import AttentionPooling
 from torch import nn
 
 
@@ -139,6 +142,41 @@ class _ContextHook:
         return output + layer(x, context)  # (B, N, C)
 
 
+class MaskedAttentionPooling(AttentionPooling):
+    """diffusers' `AttentionPooling` (DeepFloyd IF's, inside `TextTimeEmbedding`) with the text's padding left out.
+
+    diffusers' pooling takes no mask: padding tokens enter both the mean that seeds the class token and the
+    attention, so a text's pooled embedding changed with `max_length` (measured: a different vector at 32 and 48
+    tokens). Here the mean and the attention read real tokens only (as Imagen's masked pooling). Same parameters
+    and state-dict keys as the module it replaces, so diffusers and IF weights load unchanged. The mask arrives
+    through the owning `InstructUNet` (set for the duration of a forward, like the context).
+    """
+
+    def __init__(self, pool: AttentionPooling, owner: InstructUNet) -> None:
+        width = pool.positional_embedding.shape[-1]
+        with torch.random.fork_rng(devices=[]):  # the parent draws a positional embedding that is overwritten next
+            super().__init__(pool.num_heads, width, dtype=pool.dtype)
+        self.load_state_dict(pool.state_dict())
+        self.to(pool.positional_embedding.device, pool.positional_embedding.dtype)
+        object.__setattr__(self, "owner", owner)  # not a submodule: the owner holds this module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.owner._text_mask
+        if mask is None:
+            return super().forward(x)
+        b, length, width = x.shape
+        real = mask.to(x.dtype)[..., None]  # (B, L, 1)
+        mean = (x * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp(min=1)
+        x = torch.cat([mean + self.positional_embedding.to(x.dtype), x], dim=1)  # (B, 1 + L, W)
+        h, d = self.num_heads, self.dim_per_head
+        q = self.q_proj(x[:, :1]).view(b, 1, h, d).transpose(1, 2)  # (B, h, 1, d)
+        k = self.k_proj(x).view(b, 1 + length, h, d).transpose(1, 2)  # (B, h, 1 + L, d)
+        v = self.v_proj(x).view(b, 1 + length, h, d).transpose(1, 2)
+        keep = torch.cat([mask.new_ones(b, 1), mask], dim=1)[:, None, None, :]  # the class token and real tokens
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, h, 1, d)
+        return out.transpose(1, 2).reshape(b, width)
+
+
 class InstructUNet(nn.Module):
     """A `UNet2DConditionModel` plus context encoding and context cross-attention.
 
@@ -156,6 +194,9 @@ class InstructUNet(nn.Module):
         self.context_dim = unet.config.block_out_channels[-1]
         self.context_layers = nn.ModuleDict()
         self._context: ContextTokens | None = None
+        self._text_mask: torch.Tensor | None = None
+        if unet.config.addition_embed_type == "text":  # Imagen/IF's pooled text embedding: pool real tokens only
+            unet.add_embedding.pool = MaskedAttentionPooling(unet.add_embedding.pool, self)
         for name, attention in self._context_stage_attentions():
             layer = ContextCrossAttention(attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads)
             key = name.replace(".", "_")
@@ -234,7 +275,11 @@ class InstructUNet(nn.Module):
         if unet.class_embedding is not None:  # a super-resolution UNet's noise-augmentation level: 0, the image is clean
             class_emb = unet.get_class_embed(sample=x, class_labels=timestep)
             emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
-        aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=text, added_cond_kwargs={})
+        self._text_mask = text_mask
+        try:
+            aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=text, added_cond_kwargs={})
+        finally:
+            self._text_mask = None
         emb = emb + aug if aug is not None else emb
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
@@ -268,7 +313,7 @@ class InstructUNet(nn.Module):
             context: encoded context for this batch, or None for text-only.
             class_labels: (B,) for a UNet with a class embedding (a super-resolution UNet's noise-augmentation level).
         """
-        self._context = context
+        self._context, self._text_mask = context, text_mask
         try:
             return self.unet(
                 sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=class_labels
@@ -277,4 +322,4 @@ class InstructUNet(nn.Module):
             # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;
             # otherwise clear it, so a later direct call of `self.unet` is the plain backbone.
             if not self.unet.is_gradient_checkpointing:
-                self._context = None
+                self._context = self._text_mask = None
