@@ -16,8 +16,7 @@ the background — so two scenes that render alike always fall on the same side)
 "eval". A scene drawn in a style must be of the split both as drawn and as its caption describes it (flat), so
 neither the picture nor the words reach the other side. Training tasks draw only train scenes (targets and
 references alike) and evaluation sets only eval scenes as targets, so no evaluation image or caption can have been
-trained on, whatever the seeds:
-`World(seed, split)` and `subject_placements(name, split, style)` keep to one side.
+trained on, whatever the seeds: `World(seed, split)` and `subject_placements(name, split, style)` keep to one side.
 """
 
 from __future__ import annotations
@@ -210,8 +209,8 @@ class World:
     def __init__(self, seed: int | str = 0, split: Split = "train") -> None:
         self.seed, self.split = seed, check_split(split)
 
-    def scene(self, index: int, styles: tuple[str, ...] = ("flat",)) -> Scene:
-        """Scene `index` of the split, as it will be drawn in `styles` (each picture of it must be of the split)."""
+    def scene(self, index: int, styles: tuple[str, ...] = ()) -> Scene:
+        """Scene `index` of the split, as described and as it will be drawn in `styles` (all of the split)."""
         # The "world:" prefix keeps this stream apart from Task.rng(seed, index), which tasks use for their own picks.
         rng = random.Random(f"world:{self.seed}:{index}")
         return draw_in_split(lambda: random_scene(rng), self.split, styles)

@@ -101,7 +101,7 @@ def test_the_check_catches_a_training_task_that_emits_an_evaluation_scene(traini
     evaluation = [i for s in suite.sets for i in s.instructions]
     victim = next(i for i in evaluation if i.task == "text_to_image")
     leaked_scene = scene_from_dict(victim.meta["scene"])
-    monkeypatch.setattr(World, "scene", lambda self, index, styles=("flat",): leaked_scene)  # forgot its split
+    monkeypatch.setattr(World, "scene", lambda self, index, styles=(): leaked_scene)  # forgot its split
     injected = TextToImage(num_examples=1, seed=0, image_size=IMAGE_SIZE)[0]
     assert injected.meta["scene"] == asdict(leaked_scene)
     found = leaks([*training, injected], evaluation)
