@@ -1,7 +1,8 @@
 """Benchmark: a fast solver (DPM-Solver++, 25 steps) ÷ 256-step DDPM — wall time, and both scored on the built-in world.
 
 Both samplers come from `zoo.diffusion.samplers` (same training schedule, dynamic thresholding, the same guidance
-scale every step) and render the same held-out built-in-world instructions with the same seed. Quality, both 0-1
+scale every step) and render the same unseen built-in-world instructions (the world's eval split, which no training
+task draws) with the same seed. Quality, both 0-1
 and higher is better: SC, the built-in scorer (`tasks.scoring`: each condition 0 / 0.5 / 1, the least satisfied
 one decides), and PQ, the evaluation report's realism proxy (`zoo.eval.quality`, stand-in features). SC is strict
 and stays at 0 for a model that does not yet follow instructions; PQ still tells the two samplers apart then.
@@ -68,9 +69,9 @@ def main() -> None:
     model.eval()
     size = model.hparams.image_size
     per_task = max(1, args.num // 3)
-    tasks = [TextToImage(num_examples=500, seed=0, image_size=size), StyledGeneration(num_examples=500, seed=1, image_size=size),
-             SubjectDriven(num_examples=500, seed=2, image_size=size)]
-    instructions = [resize_instruction(task[len(task) - 1 - i], size) for task in tasks for i in range(per_task)]
+    unseen = {"num_examples": per_task, "image_size": size, "split": "eval"}
+    tasks = [TextToImage(seed=0, **unseen), StyledGeneration(seed=1, **unseen), SubjectDriven(seed=2, **unseen)]
+    instructions = [resize_instruction(task[i], size) for task in tasks for i in range(per_task)]
     # PQ's calibration (features of the targets and of noise) is the same for both samplers: computed once
     realism = RealismPQ(HandcraftedFeatures(), torch.stack([i.target for i in instructions]))
     print(f"model: {source}; {len(instructions)} built-in-world instructions, {size} px; quality: SC and PQ (see quality())")
