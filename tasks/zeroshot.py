@@ -60,7 +60,6 @@ COMPOSITIONS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {  # placehold
 }
 CONTROLS = ("depth", "mask", "edge")
 CONTENT_STYLE = "flat"
-WORLD_REFERENCES = 2
 
 
 class ZeroShot(TemplatedTask):
