@@ -33,7 +33,7 @@ from tasks.world import render_background
 from tasks.zeroshot import COMPOSITIONS, ZeroShot
 from zoo.eval.suite import EvalSet, Suite
 from zoo.grid import to_pil
-from zoo.instruction import Instruction
+from zoo.instruction import Instruction, to_image_tensor
 from zoo.task import Task
 
 # Evaluation worlds are seeded apart from the recipes' small integers (the content split, not the seed, is what keeps
@@ -55,7 +55,7 @@ def background(instructions: list[Instruction]) -> torch.Tensor:
         size = instruction.target.shape[-1]
         scene = scene_from_dict(instruction.meta["scene"])
         picture = render_background(scene.background, size, instruction.meta["style"])
-        images.append(torch.from_numpy(np.asarray(picture, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1)
+        images.append(to_image_tensor(picture))
     return torch.stack(images)
 
 
