@@ -161,6 +161,47 @@ def test_pil_mode_I16_keeps_contrast() -> None:
     assert (x[0].flatten().diff() >= 0).all()  # monotone in the input
 
 
+def test_16_bit_images_are_scaled_by_their_range_not_their_maximum() -> None:
+    """A 16-bit copy of a dark 8-bit picture (v · 257) is the same picture, not a brighter one."""
+    array8 = np.linspace(0, 100, S * S).astype(np.uint8).reshape(S, S)  # dark: its maximum is far below 255
+    eight = to_image_tensor(Image.fromarray(array8, mode="L"))
+    sixteen = to_image_tensor(Image.fromarray(array8.astype(np.uint16) * 257))
+    torch.testing.assert_close(sixteen, eight, atol=1e-6, rtol=0)
+    as_int32 = Image.fromarray(array8.astype(np.int32) * 257, mode="I")  # how some readers give 16-bit samples
+    torch.testing.assert_close(to_image_tensor(as_int32), eight, atol=1e-6, rtol=0)
+    tensor16 = torch.from_numpy(array8.astype(np.uint16) * 257)[None].expand(3, -1, -1).contiguous()
+    torch.testing.assert_close(to_image_tensor(tensor16), eight, atol=1e-6, rtol=0)
+
+
+def test_32_bit_values_beyond_16_bits_are_refused_naming_the_field() -> None:
+    image = Image.fromarray(np.full((S, S), 70000, dtype=np.int32), mode="I")
+    with pytest.raises(ValueError, match=r"^target: a mode-I image with values in \[70000, 70000\]"):
+        to_image_tensor(image, name="target")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_image_tensors_are_refused_naming_the_field(bad: float) -> None:
+    t = torch.rand(3, S, S)
+    t[1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"^context item \[ref#1\] image: the image holds NaN or infinite values"):
+        ContextItem("[ref#1]", "a [ref#1] image", t)
+
+
+@pytest.mark.parametrize("shape", [(3, 0, 0), (3, 0, S), (1, S, 0)])
+def test_empty_image_tensors_are_refused_naming_the_field(shape: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match=r"^target: the image is empty"):
+        Instruction("Draw a red circle", target=torch.rand(shape))
+    with pytest.raises(ValueError, match=r"^target: the image is empty \(0×0 pixels\)"):
+        Instruction("Draw a red circle", target=Image.new("RGB", (0, 0)))
+
+
+def test_empty_mask_is_refused_naming_the_field() -> None:
+    from zoo.instruction import to_mask_tensor
+
+    with pytest.raises(ValueError, match=r"^mask: the mask is empty"):
+        to_mask_tensor(torch.zeros(1, 0, 0))
+
+
 def test_non_square_pil_image_keeps_height_and_width() -> None:
     x = to_image_tensor(Image.new("RGB", (12, 5), (255, 0, 0)))  # PIL size is (W, H)
     check_stored(x, size=(5, 12))

@@ -28,6 +28,11 @@ MARKER_RE = re.compile(r"\[ref#([1-9][0-9]*)\]")
 _MARKER_LIKE_RE = re.compile(r"\[\s*ref[^\]]*\]", re.IGNORECASE)
 
 ImageLike = torch.Tensor | Image.Image
+# Integer images are scaled by their type's full range, so 8- and 16-bit copies of a picture agree.
+INTEGER_RANGES = {torch.uint8: 255.0, torch.uint16: 65535.0}
+# PIL's 16-bit grayscale modes; "I" (32-bit) is what older Pillow and some TIFFs give for 16-bit samples, so it is
+# read as 16-bit too and refused when its values do not fit.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 def find_markers(text: str) -> list[str]:
@@ -39,7 +44,8 @@ def find_markers(text: str) -> list[str]:
     for candidate in _MARKER_LIKE_RE.findall(text):
         if not MARKER_RE.fullmatch(candidate):
             raise ValueError(
-                f"malformed reference marker {candidate!r} in {text!r}: markers are written '[ref#N]' with N = 1, 2, ..."
+                f"malformed reference marker {candidate!r} in {text!r}: "
+                "markers are written '[ref#N]' with N = 1, 2, ..."
             )
     return list(dict.fromkeys(m.group(0) for m in MARKER_RE.finditer(text)))
 
@@ -47,25 +53,36 @@ def find_markers(text: str) -> list[str]:
 def to_image_tensor(image: ImageLike, name: str = "image") -> torch.Tensor:
     """Converts an image to the one stored form: float32 (3, H, W) in [-1, 1].
 
-    Accepts PIL images of any mode (L, RGBA, CMYK, I;16, ...) and tensors (C, H, W) with C in {1, 3, 4}, either
-    uint8 in [0, 255] or floating point in [0, 1]. Grayscale is repeated to RGB; alpha is composited on white.
+    Accepts PIL images of any mode (L, RGBA, CMYK, I;16, ...) and tensors (C, H, W) with C in {1, 3, 4}: uint8 in
+    [0, 255], uint16 in [0, 65535] or floating point in [0, 1]. Integer images are scaled by their type's range (a
+    16-bit copy of an 8-bit picture gives the same tensor), never by their own maximum. Grayscale is repeated to
+    RGB; alpha is composited on white.
+
+    Raises:
+        ValueError: naming `name` for a wrong shape, an empty (0-pixel) image, NaN or infinite values, or floats
+            outside [0, 1].
+        TypeError: naming `name` for anything that is not an image, or an unsupported dtype.
     """
     if isinstance(image, Image.Image):
-        image = _pil_to_uint8_rgb(image)
+        image = _pil_to_tensor(image, name)
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name}: expected a PIL image or a torch.Tensor, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
         raise ValueError(f"{name}: expected shape (C, H, W) with C in 1, 3, 4; got {tuple(image.shape)}")
-    if image.dtype == torch.uint8:
-        image = image.float() / 255.0
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name}: the image is empty ({image.shape[1]}×{image.shape[2]} pixels); give one with pixels")
+    if image.dtype in INTEGER_RANGES:
+        image = image.float() / INTEGER_RANGES[image.dtype]
     elif image.is_floating_point():
         image = image.float()
+        if not torch.isfinite(image).all():
+            raise ValueError(f"{name}: the image holds NaN or infinite values; check how it was computed or decoded")
         lo, hi = image.min().item(), image.max().item()
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"{name}: floating-point images must lie in [0, 1]; got values in [{lo:.3f}, {hi:.3f}]")
         image = image.clamp(0, 1)
     else:
-        raise TypeError(f"{name}: unsupported dtype {image.dtype}; use uint8 or a floating-point dtype")
+        raise TypeError(f"{name}: unsupported dtype {image.dtype}; use uint8, uint16 or a floating-point dtype")
     if image.shape[0] == 4:  # composite alpha on white so transparent areas do not turn black
         rgb, alpha = image[:3], image[3:]
         image = rgb * alpha + (1 - alpha)
@@ -84,6 +101,8 @@ def to_mask_tensor(mask: ImageLike, name: str = "mask") -> torch.Tensor:
         mask = mask.unsqueeze(0)
     if mask.ndim != 3 or mask.shape[0] != 1:
         raise ValueError(f"{name}: expected shape (1, H, W) or (H, W); got {tuple(mask.shape)}")
+    if mask.numel() == 0:
+        raise ValueError(f"{name}: the mask is empty ({mask.shape[1]}×{mask.shape[2]} pixels); give a mask with pixels")
     mask = mask.float()
     if mask.max() > 1:  # 8-bit masks store 0/255
         mask = mask / 255.0
@@ -92,11 +111,16 @@ def to_mask_tensor(mask: ImageLike, name: str = "mask") -> torch.Tensor:
     return mask.contiguous()
 
 
-def _pil_to_uint8_rgb(image: Image.Image) -> torch.Tensor:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: rescale to 8 bits, keep contrast
-        array = np.asarray(image, dtype=np.float64)
-        array = array / max(array.max(), 1.0) * 255.0
-        image = Image.fromarray(array.astype(np.uint8), mode="L")
+def _pil_to_tensor(image: Image.Image, name: str) -> torch.Tensor:
+    """A uint8 (3, H, W) tensor, or for 16-bit grayscale a uint16 (1, H, W) one (full precision, scaled later)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        array = np.asarray(image).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(
+                f"{name}: a mode-{image.mode} image with values in [{array.min()}, {array.max()}]; 16-bit images hold "
+                "0..65535 (convert other integer images to 8 or 16 bits first)"
+            )
+        return torch.from_numpy(array.astype(np.uint16)).unsqueeze(0)
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -248,8 +272,8 @@ def collate_instructions(batch: Sequence[Instruction], image_size: tuple[int, in
         for name, image in named:
             if image is not None and tuple(image.shape[-2:]) != tuple(size):
                 raise ValueError(
-                    f"batch[{index}] ({instruction.task}): {name} is {tuple(image.shape[-2:])}, expected {tuple(size)}; "
-                    "resize images before collating"
+                    f"batch[{index}] ({instruction.task}): {name} is {tuple(image.shape[-2:])}, "
+                    f"expected {tuple(size)}; resize images before collating"
                 )
 
     k = max(len(instruction.context) for instruction in batch)
