@@ -83,6 +83,17 @@ def builtin(n: int = 32, image_size: int = 32, seed: int = 0, wrap: Callable[[Ta
 
     A set holds fewer than `n` examples only when the world has no more unseen targets of its kind (faces: about 48).
     """
+    return _suite("builtin", _specs(n, image_size, seed), n, wrap)
+
+
+def text_to_image(n: int = 32, image_size: int = 32, seed: int = 0) -> Suite:
+    """The built-in suite's text-to-image row alone, the same examples (`--suite tasks.suites:text_to_image`): for a
+    text-to-image base model (recipes/base.yaml), which reads no context."""
+    return _suite("text_to_image", _specs(n, image_size, seed)[:1], n)
+
+
+def _specs(n: int, image_size: int, seed: int) -> list[tuple[str, str, Task, dict]]:
+    """(set name, split, task, EvalSet fields) of every set, in the order they draw their targets."""
     pool = TRIES_PER_EXAMPLE * n
 
     def common(k: int) -> dict:
@@ -109,11 +120,13 @@ def builtin(n: int = 32, image_size: int = 32, seed: int = 0, wrap: Callable[[Ta
         task = ZeroShot(composition, pool, EVAL_SEED_OFFSET + 100 * seed + 10 + k, image_size)
         specs.append((composition.replace("_", "+"), "zero-shot", task, {"family": families[composition]}))
     specs.append(("editing", "editing", Editing(**common(20)), {"family": "editing"}))
+    return specs
 
+
+def _suite(name: str, specs: list[tuple[str, str, Task, dict]], n: int, wrap: Callable[[Task], Task] | None = None) -> Suite:
     used: set[str] = set()
     sets = []
-    for name, split, task, extra in specs:
+    for set_name, split, task, extra in specs:
         instructions = pick_unused(wrap(task) if wrap else task, n, used)
-        sets.append(EvalSet(name, split, instructions, **extra))
-    return Suite(name="builtin", sets=sets, score=score, annotators={"edge": edges},
-                 baselines={"background": background})
+        sets.append(EvalSet(set_name, split, instructions, **extra))
+    return Suite(name=name, sets=sets, score=score, annotators={"edge": edges}, baselines={"background": background})

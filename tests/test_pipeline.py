@@ -162,3 +162,43 @@ def test_cli_mistakes_are_one_line_exit_2(ckpts: tuple[Path, Path], tmp_path: Pa
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and name in err
+
+
+# ------------------------------------------------------------------------------------ a shipped model's folder
+def test_export_card_says_how_it_was_made_and_how_it_scores(cascade: InstructImagenPipeline, tmp_path: Path) -> None:
+    """`export --eval` puts the run's config, steps, training time and the evaluation's tables in the card."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  unet: tiny\n")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": cascade.base.state_dict(), "hyper_parameters": dict(cascade.base.hparams),
+                "pytorch-lightning_version": lightning.__version__, "global_step": 123,
+                "callbacks": {"Timer": {"time_elapsed": {"train": 600.0}}}}, ckpt)
+    report = tmp_path / "eval"
+    (report / "sheets" / "m").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(report / "sheets" / "m" / "text_to_image.png")
+    (report / "report.md").write_text("# Evaluation\n\n## In-domain (Table 4 layout)\n\n| set | SC |\n|---|---|\n"
+                                      "| text_to_image | 0.75 [0.50, 1.00] |\n\n## How the numbers are measured\n\nsecret\n")
+    (report / "report.json").write_text(json.dumps({"suite": "builtin", "settings": {"n per set": 4},
+                                                    "sheets": {"m / text_to_image": "sheets/m/text_to_image.png"}}))
+    out = tmp_path / "shipped"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--eval", str(report)]) == 0
+    card = (out / "README.md").read_text()
+    assert "123 optimizer steps, 10.0 minutes of training" in card
+    assert "python -m zoo fit --config training_config.yaml" in card and (out / "training_config.yaml").is_file()
+    assert "### In-domain" in card and "0.75 [0.50, 1.00]" in card and "secret" not in card
+    assert (out / "evaluation.md").is_file() and (out / "evaluation" / "sheets" / "m" / "text_to_image.png").is_file()
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--eval", str(tmp_path)]) == 2
+
+
+def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(saved: Path, cascade) -> None:
+    """Stage 2 starts from a shipped folder (`--model.init_from checkpoints/<name>`): the base UNet and its context
+    layers load; `evaluate --ckpt FOLDER` reads the folder's base stage."""
+    from zoo.eval.evaluate import find_checkpoint, load_model
+
+    expected = cascade.base.model.state_dict()
+    fresh = build_tiny_model(seed=7, init_from=str(saved))
+    assert all(torch.equal(fresh.model.state_dict()[name], value) for name, value in expected.items())
+    assert find_checkpoint(str(saved)) == saved
+    loaded = load_model(saved)
+    assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in expected.items())

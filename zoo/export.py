@@ -1,16 +1,29 @@
 """`python -m zoo export`: Lightning checkpoints → one pipeline folder (`InstructImagenPipeline.save_pretrained`).
 
 The folder holds every component in diffusers' layout with safetensors weights (see `zoo.pipeline`) and loads with
-`InstructImagenPipeline.from_pretrained` or `python -m zoo generate --model FOLDER`. A missing checkpoint ends with
-one line naming it and exit code 2.
+`InstructImagenPipeline.from_pretrained`, `python -m zoo generate --model FOLDER` or `python -m zoo evaluate --ckpt
+FOLDER`. A missing checkpoint ends with one line naming it and exit code 2.
+
+The model card (README.md) also says where the weights came from, so a shared model can be reproduced and judged:
+- provenance, read from the base checkpoint and its run folder: the optimizer steps, the training time Lightning's
+  `Timer` measured (a run with `max_time`), and the run's full resolved config (LightningCLI's `config.yaml`), copied
+  as `training_config.yaml` so `python -m zoo fit --config training_config.yaml` repeats the run;
+- with `--eval DIR` (a `python -m zoo evaluate` output folder): its tables (unseen examples, chance baselines, 95%
+  intervals), the evaluation command's settings, `evaluation.md` (the whole report) and the contact sheets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
+from pathlib import Path
 
 from zoo.diffusion.samplers import SAMPLERS
+
+# The report's sections the card repeats; the rest (how the numbers are measured, sheets) stays in evaluation.md.
+CARD_SECTIONS = ("## In-domain", "## Zero-shot", "## Editing", "## Context ablation", "## Attribute pass rates")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,17 +32,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sr-ckpt", help="a super-resolution checkpoint (recipes/sr.yaml)")
     parser.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="the pipeline's default sampler")
+    parser.add_argument("--eval", metavar="DIR", help="a `python -m zoo evaluate` output folder to put in the card")
     return parser
+
+
+def provenance(ckpt: Path) -> tuple[str, Path | None]:
+    """The card's "How it was made" section for a base checkpoint, and its run's config.yaml (None if not found)."""
+    import torch
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    steps = int(checkpoint.get("global_step", 0))
+    timer = checkpoint.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
+    config = next((p / "config.yaml" for p in ckpt.parents if (p / "config.yaml").is_file()), None)
+    lines = ["## How it was made", "", f"- {steps} optimizer steps"
+             + (f", {timer['train'] / 60:.1f} minutes of training (Lightning's Timer)" if "train" in timer else "")
+             + "."]
+    if config is not None:
+        lines.append("- The run's full resolved config is `training_config.yaml`; repeat the run with "
+                     "`python -m zoo fit --config training_config.yaml`.")
+    return "\n".join(lines) + "\n", config
+
+
+def evaluation(folder: Path, out: Path) -> str:
+    """The card's "Evaluation" section from an evaluate output folder; copies its report and sheets into `out`."""
+    report, summary = folder / "report.md", folder / "report.json"
+    if not report.is_file() or not summary.is_file():
+        raise ValueError(f"--eval {folder}: no report.md/report.json here; give a `python -m zoo evaluate --out` folder")
+    settings = json.loads(summary.read_text())
+    shutil.copy(report, out / "evaluation.md")
+    for sheet in settings.get("sheets", {}).values():
+        target = out / "evaluation" / sheet
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / sheet, target)
+    kept, keep = [], False
+    for line in report.read_text().splitlines():
+        if line.startswith("## "):
+            keep = line.startswith(CARD_SECTIONS)
+        if keep:
+            kept.append(line)
+    options = ", ".join(f"{k}: {v}" for k, v in settings["settings"].items())
+    sheets = "\n".join(f"- {name}: `evaluation/{sheet}`" for name, sheet in settings.get("sheets", {}).items())
+    return (f"## Evaluation\n\n`python -m zoo evaluate` on suite `{settings['suite']}` ({options}): unseen examples, "
+            "chance baselines beside the model, 95% bootstrap intervals. The whole report is `evaluation.md`.\n\n"
+            + "\n".join(kept).replace("## ", "### ") + f"\n\nContact sheets (instruction, references, generated, "
+            f"target):\n\n{sheets}\n")
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from huggingface_hub import ModelCard
+
     from zoo.pipeline import InstructImagenPipeline
 
     try:
         pipe = InstructImagenPipeline.from_checkpoint(args.ckpt, args.sr_ckpt, sampler=args.sampler)
+        out = pipe.save_pretrained(args.out)
+        made, config = provenance(Path(args.ckpt))
+        sections = [made]
+        if config is not None:
+            shutil.copy(config, out / "training_config.yaml")
+        if args.eval is not None:
+            sections.append(evaluation(Path(args.eval), out))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(pipe.save_pretrained(args.out))
+    card = ModelCard.load(out / "README.md")
+    card.text = card.text.rstrip() + "\n\n" + "\n".join(sections)
+    card.save(out / "README.md")
+    print(out)
     return 0

@@ -50,9 +50,12 @@ PQScorer = Callable[[str, torch.Tensor], list[float]]
 
 
 def find_checkpoint(path: str) -> Path:
-    """A checkpoint file, or the newest `last.ckpt` (else newest `*.ckpt`) under a folder."""
+    """A checkpoint file, an exported pipeline folder (`python -m zoo export`), or the newest `last.ckpt` (else
+    newest `*.ckpt`) under a run folder."""
+    from zoo.pipeline import INDEX
+
     p = Path(path)
-    if p.is_file():
+    if p.is_file() or (p / INDEX).is_file():
         return p
     if p.is_dir():
         found = sorted(p.rglob("last.ckpt"), key=lambda f: f.stat().st_mtime) or sorted(
@@ -79,6 +82,11 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
 
 def load_model(path: Path):
     from zoo.lit.module import InstructImagen
+
+    if path.is_dir():  # an exported pipeline folder: its base stage
+        from zoo.pipeline import InstructImagenPipeline
+
+        return InstructImagenPipeline.from_pretrained(path).base
 
     return InstructImagen.load_from_checkpoint(str(path), map_location="cpu").eval()
 
@@ -282,7 +290,8 @@ def evaluate(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", action="append", required=True, metavar="[LABEL=]PATH",
-                        help="a checkpoint or a run folder (newest last.ckpt); repeat to compare models side by side")
+                        help="a checkpoint, an exported pipeline folder (python -m zoo export), or a run folder (newest "
+                             "last.ckpt); repeat to compare models side by side")
     parser.add_argument("--suite", default="builtin", help="'builtin' (tasks.suites:builtin) or module:attribute")
     parser.add_argument("--n", type=int, default=8, help="instructions per eval set (default 8)")
     parser.add_argument("--sampler", default=None, metavar="NAME",

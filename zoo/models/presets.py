@@ -208,9 +208,10 @@ FITTED_PRESETS = frozenset({"if_stage1_m", "if_stage1_l", "if_stage1_xl", "if_st
 
 
 def diffusers_config_file(path: str | Path) -> Path | None:
-    """The UNet `config.json` of a diffusers folder: `PATH/config.json`, or `PATH/unet/config.json` for a pipeline."""
+    """The UNet `config.json` of a diffusers folder: `PATH/config.json`, `PATH/unet/config.json` for a diffusers
+    pipeline, or `PATH/base/unet/config.json` for a zoo pipeline (`python -m zoo export`; its base stage)."""
     path = Path(path)
-    for candidate in (path / "config.json", path / "unet" / "config.json"):
+    for candidate in (path / "config.json", path / "unet" / "config.json", path / "base" / "unet" / "config.json"):
         if candidate.is_file():
             return candidate
     return None

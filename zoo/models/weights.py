@@ -4,6 +4,8 @@ Accepted sources:
 - a Lightning `.ckpt` (read with `torch.load(weights_only=True)`: tensors and plain containers only);
 - a diffusers UNet folder (`config.json` + `diffusion_pytorch_model[.fp16].safetensors`, or a sharded
   `...safetensors.index.json`), e.g. `IF-I-XL-v1.0/unet`, or a pipeline folder holding `unet/`;
+- a zoo pipeline folder (`python -m zoo export`, e.g. a model shipped in `checkpoints/`): its base stage's UNet and,
+  when present, its context layers (`base/context_layers.safetensors`);
 - a bare `.safetensors` file of UNet weights (diffusers key names).
 Weights are read from safetensors only: a folder with `.bin` files alone is refused (pickles can run code).
 
@@ -89,7 +91,9 @@ def compare_configs(folder_config: dict, unet_config: dict, source: str) -> None
         )
 
 
-def read_source(path: str, unet_config: dict, unet_prefix: str = UNET_PREFIX) -> tuple[dict[str, torch.Tensor], str]:
+def read_source(
+    path: str, unet_config: dict, unet_prefix: str = UNET_PREFIX, context_prefix: str = CONTEXT_PREFIX
+) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict of `path`, keyed as the stage's own state dict (UNet keys under `unet_prefix`), and its kind."""
     source = Path(path)
     if source.is_dir():
@@ -97,8 +101,12 @@ def read_source(path: str, unet_config: dict, unet_prefix: str = UNET_PREFIX) ->
         if config_file is None:
             raise ValueError(f"init_from {path}: a folder without config.json or unet/config.json; give a diffusers UNet folder")
         compare_configs(read_diffusers_config(config_file.parent), unet_config, path)
-        state = _diffusers_weights(config_file.parent)
-        return {unet_prefix + key: value for key, value in state.items()}, "diffusers"
+        state = {unet_prefix + key: value for key, value in _diffusers_weights(config_file.parent).items()}
+        # A zoo pipeline keeps the stage's context layers beside its unet/ (zoo.pipeline.CONTEXT_LAYERS).
+        context_file = config_file.parent.parent / "context_layers.safetensors"
+        if context_file.is_file():
+            state |= {context_prefix + key: value for key, value in load_file(str(context_file)).items()}
+        return state, "diffusers"
     if not source.is_file():
         raise ValueError(f"init_from: {path} does not exist")
     if source.suffix == ".safetensors":
@@ -125,7 +133,7 @@ def load_weights(
     Raises:
         ValueError: listing unexpected keys, missing keys other than the new context layers, and mismatched shapes.
     """
-    state, kind = read_source(path, unet_config, unet_prefix)
+    state, kind = read_source(path, unet_config, unet_prefix, context_prefix)
     own = module.state_dict()
     allowed_missing = (context_prefix, "text_encoder.")
     shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
