@@ -1,4 +1,4 @@
-"""Small task plugins for the data tests: one with unreadable rows, one with masks. Named in recipes by class_path
+"""Small task plugins for the data tests: two with unreadable rows, one with masks. Named in recipes by class_path
 (`fake_tasks.Flaky`), since the tests folder is on sys.path during a test run."""
 
 from __future__ import annotations
@@ -23,6 +23,23 @@ class Flaky(Task):
     def __getitem__(self, index: int) -> Instruction:
         if index % self.every == 0:
             raise BadExample(self.name, f"row-{index}", "unreadable image")
+        return Instruction(f"draw row {index}", target=torch.full((3, 8, 8), 0.5), task=self.name)
+
+
+class BadRows(Task):
+    """`num_examples` tiny instructions whose rows in `bad` are unreadable (the row id is `row-<index>`)."""
+
+    name = "bad_rows"
+
+    def __init__(self, num_examples: int = 20, bad: list[int] | None = None) -> None:
+        self.num_examples, self.bad = num_examples, set(bad or [])
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    def __getitem__(self, index: int) -> Instruction:
+        if index in self.bad:
+            raise BadExample(self.name, f"row-{index}", "truncated image")
         return Instruction(f"draw row {index}", target=torch.full((3, 8, 8), 0.5), task=self.name)
 
 

@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import IMAGE_SIZE, build_tiny_model
-from fake_tasks import Flaky
+from fake_tasks import BadRows, Flaky
 from tasks.styled_generation import StyledGeneration
 from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
@@ -180,6 +180,63 @@ def test_an_unreadable_task_is_an_error_not_an_endless_loop() -> None:
     mixture = TaskMixture([Flaky(every=1)], None, 4, "train", 0.1, 8, 0, max_consecutive_bad=5)
     with pytest.raises(BadExampleError, match="task 'flaky': 5 bad rows in a row.*readable"):
         mixture[0]
+
+
+# Bad rows where a messy dataset has them: 20 rows and val_fraction 0.05 hold out one row (19) for validation, so a
+# bad last row leaves the validation slice with no readable row at all; 40 rows and 0.1 hold out rows 36-39.
+BAD_POSITIONS = {
+    "first": (20, 0.05, [0, 1, 2]),
+    "middle": (20, 0.05, [9, 10]),
+    "last": (20, 0.05, [19]),
+    "validation slice": (40, 0.1, [36, 37, 38, 39]),
+}
+
+
+@pytest.mark.parametrize("position", list(BAD_POSITIONS))
+def test_bad_rows_anywhere_do_not_stop_fit(position: str, tmp_path) -> None:
+    """`fit` with validation (sanity check, a mid-run check, the end) survives bad rows at any position under
+    on_bad_example: skip, and never trains or validates on a bad row."""
+    rows, val_fraction, bad = BAD_POSITIONS[position]
+
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.train: list[str] = []
+            self.val: list[str] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            self.train += batch.texts
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+            self.val += batch.texts
+
+    seen = Seen()
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_steps=4, val_check_interval=2, accelerator="cpu", logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[seen, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+    )
+    data = datamodule([BadRows(rows, bad)], batch_size=2, samples_per_epoch=8, val_samples=4, val_fraction=val_fraction)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(build_tiny_model(), datamodule=data)
+    assert trainer.global_step == 4 and (tmp_path / "ckpt" / "last.ckpt").is_file()
+    used = {int(text.split()[-1]) for text in seen.train + seen.val}
+    assert seen.val and not used & set(bad)
+    held_out = set(range(rows - max(1, int(rows * val_fraction)), rows))
+    assert not {int(text.split()[-1]) for text in seen.train} & held_out  # training never draws the held-out rows
+    notes = [str(w.message) for w in caught if "validation slice" in str(w.message)]
+    if held_out <= set(bad):  # nothing readable was held out: validation says where its rows come from, once
+        assert len(notes) == 1 and "task 'bad_rows'" in notes[0] and "data.val_fraction" in notes[0]
+        assert {int(text.split()[-1]) for text in seen.val} <= set(range(min(held_out)))
+    else:
+        assert not notes and {int(text.split()[-1]) for text in seen.val} <= held_out
+
+
+def test_validation_rows_are_the_tail_of_each_task_and_reproducible() -> None:
+    mixture = TaskMixture([BadRows(40)], None, 16, "val", 0.1, 8, 0)
+    rows = [int(mixture[i].text.split()[-1]) for i in range(16)]
+    assert set(rows) <= {36, 37, 38, 39} and len(set(rows)) > 1
+    assert rows == [int(TaskMixture([BadRows(40)], None, 16, "val", 0.1, 8, 0)[i].text.split()[-1]) for i in range(16)]
 
 
 def test_bad_settings_are_value_errors() -> None:

@@ -3,13 +3,16 @@
 Tasks are given in YAML by `class_path` (the data module never imports a task package). Each training sample first
 draws a task by ratio (paper Table 1 gives the stage-2 ratios), then an example of that task; both draws are pure
 functions of (seed, sample index), so an epoch is the same on every run and any position in it can be reproduced.
-The last `val_fraction` of every task's examples is held out for validation and never drawn for training.
+Validation: the last `val_fraction` of every task's examples (at least one) is held out and never drawn for
+training; validation samples are drawn from that slice the same seeded way (task by ratio, then a row).
 
 Bad rows: a task raises `zoo.task.BadExample` for a row it cannot turn into a valid instruction. The mixture then
 draws another example of the *same* task from the same seeded generator (so the ratios stay honest and the
 replacement is reproducible), counts the skip and names the row in a warning; with `on_bad_example: fail` it stops
 at the first bad row instead. A task whose rows are bad `max_consecutive_bad` times in a row (an unreadable dataset)
-is an error, never an endless loop.
+is an error, never an endless loop. A validation sample tries each row of its task's held-out slice at most once;
+when every one of them is bad, it takes the rows just before the slice (nearest first), which training also draws,
+and says so once in a warning, so a corrupt tail of a dataset costs validation purity, never the run.
 
 Resuming: the training loader is stateful in the way Lightning (≥ 2.2) supports for mid-epoch resume: it records,
 in the main process, how far into the epoch the batches it handed out reach, plus per-task draw and skip counts;
@@ -96,11 +99,13 @@ def resolve_ratios(tasks: Sequence[Task], ratios: Sequence[float] | Mapping[str,
 
 @dataclass
 class Draw:
-    """One mixture sample: its index, the instruction, and the bad rows skipped on the way (task, row id, reason)."""
+    """One mixture sample: its index, the instruction, the bad rows skipped on the way (task, row id, reason) and
+    notes for the user (a validation sample taken from outside its held-out slice)."""
 
     index: int
     instruction: Instruction
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class TaskMixture(Dataset):
@@ -110,8 +115,10 @@ class TaskMixture(Dataset):
         tasks: the task datasets.
         ratios: sampling weight per task: a list in task order, a mapping task name → weight, or None (equal).
         length: samples per epoch.
-        split: "train" draws from the first (1 - val_fraction) of each task, "val" from the rest.
-        val_fraction: share of each task's examples held out for validation.
+        split: "train" draws from the first (1 - val_fraction) of each task, "val" from the rest (see the module
+            docstring for a held-out slice whose rows are all bad).
+        val_fraction: share of each task's examples held out for validation: its last ⌊len · val_fraction⌋ rows,
+            at least one.
         image_size: every image is resized to this.
         seed: seed of the draws.
         on_bad_example: "skip" draws another example of the same task; "fail" raises `BadExampleError`.
@@ -172,8 +179,16 @@ class TaskMixture(Dataset):
         number = rng.choices(range(len(self.tasks)), weights=self.weights)[0]
         task, (low, high) = self.tasks[number], self.ranges[number]
         skipped: list[tuple[str, str, str]] = []
-        while len(skipped) < self.max_consecutive_bad:
-            example = rng.randrange(low, high)
+        notes: list[str] = []
+        for example in self._candidates(rng, low, high):
+            if len(skipped) >= self.max_consecutive_bad:
+                break
+            if example < low and not notes:
+                notes.append(
+                    f"data: every row of task {task.name!r}'s validation slice (examples {low}-{high - 1}, the last "
+                    "data.val_fraction) is bad; validation also uses the rows just before it, which training draws "
+                    "too. Fix those rows or raise data.val_fraction"
+                )
             try:
                 instruction = task[example]
             except BadExample as bad:
@@ -184,11 +199,26 @@ class TaskMixture(Dataset):
                     ) from bad
                 skipped.append((str(bad.task), str(bad.row_id), str(bad.reason)))
                 continue
-            return Draw(index, resize_instruction(instruction, self.image_size), skipped)
+            return Draw(index, resize_instruction(instruction, self.image_size), skipped, notes)
         raise BadExampleError(
             f"task {task.name!r}: {len(skipped)} bad rows in a row (last: row {skipped[-1][1]}: {skipped[-1][2]}); "
             "is its dataset readable? Check the task's source, or raise data.max_consecutive_bad"
         )
+
+    def _candidates(self, rng: random.Random, low: int, high: int) -> Iterator[int]:
+        """The rows one sample tries, in order. Training: random rows of its range, repeats allowed (a bad row is
+        rare there, and the range is most of the task). Validation: each row of the held-out slice once, in random
+        order (the first try is the same draw as training's), then the rows before the slice, nearest first."""
+        if self.split == "train":
+            while True:
+                yield rng.randrange(low, high)
+        tried: set[int] = set()
+        while len(tried) < high - low:
+            example = rng.randrange(low, high)
+            if example not in tried:
+                tried.add(example)
+                yield example
+        yield from range(low - 1, -1, -1)
 
     def __getitem__(self, index: int) -> Instruction:
         return self.draw(index).instruction
@@ -209,11 +239,12 @@ class MixtureDraws(Dataset):
 
 @dataclass
 class MixtureBatch:
-    """A collated batch plus what the main process books: the mixture indices and the bad rows skipped."""
+    """A collated batch plus what the main process books: the mixture indices, the bad rows skipped and notes."""
 
     batch: InstructionBatch
     indices: list[int]
     skipped: list[tuple[str, str, str]]
+    notes: list[str] = field(default_factory=list)
 
 
 def collate_draws(draws: Sequence[Draw], image_size: int) -> MixtureBatch:
@@ -221,6 +252,7 @@ def collate_draws(draws: Sequence[Draw], image_size: int) -> MixtureBatch:
         collate_instructions([draw.instruction for draw in draws], image_size=(image_size, image_size)),
         [draw.index for draw in draws],
         [skip for draw in draws for skip in draw.skipped],
+        [note for draw in draws for note in draw.notes],
     )
 
 
@@ -254,6 +286,7 @@ class MixtureLoader(DataLoader):
         self.drawn: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self._warned: set[tuple[str, str]] = set()
+        self._noted: set[str] = set()
 
     def __iter__(self) -> Iterator[InstructionBatch]:
         sampler = self.sampler
@@ -272,6 +305,10 @@ class MixtureLoader(DataLoader):
             if (task, row_id) not in self._warned:
                 self._warned.add((task, row_id))
                 rank_zero_warn(f"data: skipped bad row {row_id!r} of task {task!r}: {reason}")
+        for note in item.notes:
+            if note not in self._noted:
+                self._noted.add(note)
+                rank_zero_warn(note)
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.sampler
@@ -304,7 +341,9 @@ class InstructionDataModule(LightningDataModule):
         batch_size: instructions per batch.
         samples_per_epoch: training samples drawn per epoch.
         val_samples: validation samples (drawn once, from the held-out part of each task).
-        val_fraction: share of each task's examples held out for validation.
+        val_fraction: share of each task's examples held out for validation: the last ⌊len · val_fraction⌋ rows
+            of each task (at least one), never drawn for training. Validation samples pick a task by ratio, then a
+            row of its slice; a bad row there is skipped like any other (see the module docstring).
         num_workers: DataLoader worker processes.
         seed: seed of the mixture draws (the tasks have their own seeds).
         on_bad_example: a row a task cannot read (`BadExample`) is skipped, counted and warned about ("skip"), or
