@@ -58,7 +58,8 @@ def scale_layer(scale: dict, root: Path, steps: int, seed: int) -> dict:
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
             ],
         },
-        "model": {"unet": scale["unet"], "text_encoder": scale["text_encoder"], "text_max_length": 224,
+        # From scratch, as documented in docs/experiments.md (not from the recipes' shipped base, another backbone).
+        "model": {"unet": scale["unet"], "text_encoder": scale["text_encoder"], "text_max_length": 224, "init_from": None,
                   "learning_rate": 1.0e-3, "warmup_steps": min(50, steps // 4), "sample_steps": scale["sample_steps"]},
         "data": {"image_size": scale["image_size"], "batch_size": scale["batch_size"],
                  "samples_per_epoch": max(steps, 1) * scale["batch_size"], "val_samples": 4, "seed": seed},

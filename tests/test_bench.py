@@ -19,7 +19,7 @@ SMALLEST = {
     "lora_vs_full.py": ["--preset", "tiny", "--steps", "3", "--batch", "2"],
     "time_to_quality.py": ["--minutes", "0.3", "--every", "0.15", "--n", "2", "--steps", "2", "--out", "ttq", "--variant",
                            "tiny=--model.unet tiny --model.text_encoder builtin:tiny-t5 --data.image_size 16 "
-                           "--data.batch_size 2 --data.num_workers 0"],
+                           "--data.batch_size 2 --data.num_workers 0 --model.init_from null"],
     "data_throughput.py": ["--sizes", "32", "--samples", "8", "--batch-size", "4", "--workers", "0", "--unet", "tiny",
                            "--text-encoder", "builtin:tiny-t5", "--steps", "1"],
 }
