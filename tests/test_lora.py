@@ -1,15 +1,18 @@
 """LoRA: targets and trainable parameters; adapter export, strict loading, info, mixing, merging and interop.
 
-A LoRA "run" here is a tiny model whose adapters got random non-zero weights, saved as a Lightning-style
-checkpoint: the IO is tested without training (training with LoRA is covered in test_resume)."""
+A LoRA "run" here is mostly a tiny model whose adapters got random non-zero weights, saved as a Lightning-style
+checkpoint: the IO is tested without training. One test trains the shipped LoRA recipe (EMA on) at the tiny scale
+and takes its adapter back to the base it started from."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from conftest import IMAGE_SIZE, build_tiny_model
@@ -202,3 +205,64 @@ def test_export_refuses_a_run_without_lora(tmp_path, capsys) -> None:
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, tmp_path / "full.ckpt")
     assert zoo_main(["lora", "export", "--ckpt", str(tmp_path / "full.ckpt"), "--out", str(tmp_path / "x")]) == 2
     assert "trained without LoRA" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the shipped recipe, EMA on
+def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp_path, monkeypatch) -> None:
+    """recipes/stage2_lora.yaml (its EMAWeightAveraging on) at the tiny scale, from a base checkpoint: the exported
+    adapter loads onto that base through `generate` and merges with `lora merge --base` — the EMA must not move the
+    frozen base weights, which the adapter's base fingerprint is made of."""
+    from conftest import REPO_ROOT, TEXT_MAX_LENGTH, perturb_context_layers
+
+    base = build_tiny_model()
+    perturb_context_layers(base)  # a trained stage has non-zero context layers, which LoRA adapts
+    base_ckpt = lora_io.save_weights_checkpoint(base, tmp_path / "base.ckpt")
+    recipe = REPO_ROOT / "recipes" / "stage2_lora.yaml"
+    callbacks = yaml.safe_load(recipe.read_text())["trainer"]["callbacks"]  # the recipe's own, EMA included
+    assert any(c["class_path"].endswith("EMAWeightAveraging") for c in callbacks)
+    for callback in callbacks:
+        if callback["class_path"].endswith("SampleGrid"):  # the final grid at the tiny scale, not 9 × 50 steps
+            callback["init_args"].update(num_samples=1, num_inference_steps=2)
+    tiny = {
+        "trainer": {"default_root_dir": str(tmp_path / "run"), "accelerator": "cpu", "devices": 1, "max_steps": 3,
+                    "val_check_interval": 3, "enable_progress_bar": False, "enable_model_summary": False,
+                    "callbacks": callbacks},
+        "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5", "text_max_length": TEXT_MAX_LENGTH,
+                  "init_from": str(base_ckpt), "sample_steps": 2, "learning_rate": 0.01, "warmup_steps": 0},
+        "data": {"image_size": IMAGE_SIZE, "batch_size": 2, "samples_per_epoch": 8, "val_samples": 2},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    monkeypatch.setattr(sys, "argv", ["zoo"])
+    with torch.random.fork_rng(devices=[]):
+        assert zoo_main(["fit", "--config", str(recipe), "--config", str(tmp_path / "tiny.yaml")]) == 0
+    run_ckpt = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    saved = torch.load(run_ckpt, weights_only=True)
+    assert "current_model_state" in saved and saved["global_step"] == 3  # the recipe's EMA ran
+    lora_keys = [k for k in saved["state_dict"] if ".lora_" in k]
+    assert any(not torch.equal(saved["state_dict"][k], saved["current_model_state"][k]) for k in lora_keys)
+
+    adapter = tmp_path / "adapter"
+    assert zoo_main(["lora", "export", "--ckpt", str(run_ckpt), "--out", str(adapter), "--num-samples", "0"]) == 0
+    assert lora_io.read_manifest(adapter)["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)
+    out = tmp_path / "generated"
+    with torch.random.fork_rng(devices=[]):
+        assert zoo_main(["generate", "Draw a red circle on the left", "--ckpt", str(base_ckpt), "--adapter",
+                         str(adapter), "--steps", "2", "--out", str(out)]) == 0
+    assert (out / "sample_0000.png").is_file()
+    merged = tmp_path / "merged.ckpt"
+    assert zoo_main(["lora", "merge", str(adapter), "--base", str(base_ckpt), "--out", str(merged)]) == 0
+    # base + the EMA adapter is the run's EMA model, and the run's own checkpoint serves as the base as well
+    run_model, _ = lora_io.model_from_checkpoint(run_ckpt)
+    torch.testing.assert_close(denoise(InstructImagen.load_from_checkpoint(merged, map_location="cpu")),
+                               denoise(run_model), atol=1e-5, rtol=0)
+    again = tmp_path / "again.ckpt"
+    assert zoo_main(["lora", "merge", str(adapter), "--base", str(run_ckpt), "--out", str(again)]) == 0
+
+    # a LoRA checkpoint written before the fix (its averaged base drifted) still exports for the base it started from
+    for key in saved["state_dict"]:
+        if ".lora_" not in key and key.startswith("model."):
+            saved["state_dict"][key] = saved["state_dict"][key] * (1 + 1e-5)
+    torch.save(saved, tmp_path / "drifted.ckpt")
+    assert zoo_main(["lora", "export", "--ckpt", str(tmp_path / "drifted.ckpt"), "--out", str(tmp_path / "old"),
+                     "--num-samples", "0"]) == 0
+    assert lora_io.read_manifest(tmp_path / "old")["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)

@@ -95,7 +95,12 @@ def model_from_checkpoint(path: str | Path, weights: str = "ema", with_lora: boo
     hparams["init_from"] = None
     if not with_lora:
         hparams["lora"] = None
-    state = checkpoint["current_model_state"] if weights == "live" and "current_model_state" in checkpoint else checkpoint["state_dict"]
+    live = checkpoint.get("current_model_state")
+    state = live if weights == "live" and live is not None else checkpoint["state_dict"]
+    if live is not None and checkpoint["hyper_parameters"].get("lora"):
+        # A LoRA run trains its adapters only, so its live base weights are the ones it started from; checkpoints
+        # written before zoo.lit.module.keep_frozen_weights_out_of_the_average hold an EMA-drifted base copy.
+        state = {k: v if ".lora_" in k else live.get(k, v) for k, v in state.items()}
     model = InstructImagen(**hparams)
     if not with_lora:
         state = base_state_dict(state)

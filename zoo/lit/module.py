@@ -250,6 +250,7 @@ class InstructImagen(LightningModule):
             raise RuntimeError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]}; the last good checkpoint is kept")
         checkpoint["zoo_rng_state"] = rng_state()
         checkpoint["zoo_nonfinite"] = self.nonfinite.state_dict()
+        keep_frozen_weights_out_of_the_average(checkpoint, self)
         self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -276,6 +277,24 @@ class InstructImagen(LightningModule):
         self.init_report = load_weights(self, path, dict(self.model.unet.config))
         rank_zero_info(self.init_report.summary())
         return self.init_report
+
+
+def keep_frozen_weights_out_of_the_average(checkpoint: dict[str, Any], module: torch.nn.Module) -> None:
+    """Writes the frozen parameters' own values into an averaged checkpoint's `state_dict`.
+
+    A weight-averaging callback (Lightning's `EMAWeightAveraging`) averages every parameter, frozen ones too, and
+    `decay · w + (1 − decay) · w` is not exactly `w` in floating point: a LoRA run's frozen base would drift by ~1e-6,
+    so the adapter's base fingerprint would match no base but the run's own. Frozen parameters never move, so their
+    live values (`current_model_state`, written by the callback, which runs before this module hook) are the
+    weights the run started from. Checkpoints without an average are left as they are.
+    """
+    live = checkpoint.get("current_model_state")
+    if live is None:
+        return
+    averaged = checkpoint["state_dict"]
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad and name in averaged and name in live:
+            averaged[name] = live[name]
 
 
 def check_text_width(unet_config: dict[str, Any], encoder: TextEncoder) -> None:
