@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -58,13 +59,50 @@ class ZooCLI(LightningCLI):
         parser.set_defaults({"model": {"class_path": "zoo.lit.module.InstructImagen"}})
         parser.link_arguments("data.image_size", "model.init_args.image_size")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parses, then checks the checkpoint files the run will read (see `_weights_only`) before anything — even
+        LightningCLI's own look at `--ckpt_path` for hyperparameters, which comes next — reads them."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        self._weights_only(self.config[subcommand] if subcommand else self.config)
+
     def before_instantiate_classes(self) -> None:
-        """`fit --ckpt_path last|FILE` resumes into the run directory that wrote the checkpoint (same logger version)."""
+        """`fit --ckpt_path last|FILE` resumes into the run directory that wrote the checkpoint (same logger
+        version)."""
         if self.subcommand != "fit" or not self.config.fit.get("ckpt_path"):
             return
+        config = self.config.fit
+        was_last = config.ckpt_path == "last"
+        self._resume_into_its_run(config)
+        if was_last and Path(config.ckpt_path).is_file():  # a named file was checked in parse_arguments
+            from zoo.checkpoint_io import check_checkpoint
+
+            check_checkpoint(config.ckpt_path, "--ckpt_path")
+
+    @staticmethod
+    def _weights_only(config) -> None:
+        """The Trainer loads `--ckpt_path` with weights_only=True, and that file and the model's `init_from` are
+        checked up front (`zoo.checkpoint_io`), so a bad or unsafe file ends in one line naming it, before the model
+        is built."""
+        from zoo.checkpoint_io import CheckpointError, check_checkpoint
+
+        if "weights_only" in config:
+            if config.weights_only is False:
+                raise CheckpointError("--weights_only false: zoo reads checkpoints weights-only; drop the option")
+            config.weights_only = True
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            check_checkpoint(ckpt_path, "--ckpt_path")
+        model = config.get("model")
+        init_args = (model.get("init_args") or model) if model is not None else {}  # subclass mode or a fixed class
+        init_from = init_args.get("init_from")
+        if init_from and Path(init_from).is_file() and Path(init_from).suffix != ".safetensors":
+            check_checkpoint(init_from, "--model.init_from")
+
+    @staticmethod
+    def _resume_into_its_run(config) -> None:
         from zoo.lit.checkpointing import resolve_resume
 
-        config = self.config.fit
         config.ckpt_path, run = resolve_resume(config.ckpt_path, config.trainer.default_root_dir or ".")
         logger = config.trainer.logger
         if run is None or logger is False:
@@ -137,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     if verb in TRAINER_VERBS:
-        run_lightning(None if from_sys_argv else [verb, *rest])
+        from zoo.checkpoint_io import CheckpointError
+
+        try:
+            run_lightning(None if from_sys_argv else [verb, *rest])
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return 0
     if verb == "lora":
         from zoo.lora_cli import main as lora_main

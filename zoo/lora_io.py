@@ -38,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.checkpoint_io import load_checkpoint
 from zoo.lora import base_state_dict
 
 MANIFEST = "zoo_adapter.json"
@@ -68,16 +69,6 @@ def stage_name(model) -> str:
 
 
 # ------------------------------------------------------------------------------------------- checkpoint access
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint, read without unpickling arbitrary objects."""
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or foreign files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from error
-
-
 def model_from_checkpoint(path: str | Path, weights: str = "ema", with_lora: bool = True):
     """An `InstructImagen` rebuilt from a checkpoint's hyperparameters and weights.
 
@@ -88,7 +79,7 @@ def model_from_checkpoint(path: str | Path, weights: str = "ema", with_lora: boo
     """
     from zoo.lit.module import InstructImagen
 
-    checkpoint = read_checkpoint(path)
+    checkpoint = load_checkpoint(path)
     hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     if not hparams:
         raise ValueError(f"{path}: no hyper_parameters; not a checkpoint written by `python -m zoo fit`")

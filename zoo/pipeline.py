@@ -33,6 +33,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import zoo
+from zoo.checkpoint_io import load_module
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.grid import to_pil
 from zoo.instruction import Instruction
@@ -93,7 +94,7 @@ class InstructImagenPipeline:
     @staticmethod
     def _load_checkpoint(module_class: type, path: str | Path, map_location: str) -> InstructImagen | SuperResolution:
         try:
-            return module_class.load_from_checkpoint(path, map_location=map_location)
+            return load_module(module_class, path, map_location=map_location)
         except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
             raise ValueError(f"{path}: not a readable {module_class.__name__} checkpoint ({error})") from error
 

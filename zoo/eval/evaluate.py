@@ -81,6 +81,7 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
 
 
 def load_model(path: Path):
+    from zoo.checkpoint_io import load_module
     from zoo.lit.module import InstructImagen
 
     if path.is_dir():  # an exported pipeline folder: its base stage
@@ -88,7 +89,7 @@ def load_model(path: Path):
 
         return InstructImagenPipeline.from_pretrained(path).base
 
-    return InstructImagen.load_from_checkpoint(str(path), map_location="cpu").eval()
+    return load_module(InstructImagen, path, "--ckpt").eval()
 
 
 def generate_sets(

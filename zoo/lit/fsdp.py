@@ -24,12 +24,12 @@ from typing import Any
 
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
-from lightning.fabric.utilities.load import _lazy_load
 from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 from torch import nn
 from torch.distributed.fsdp._common_utils import clean_tensor_name
 from torch.distributed.fsdp.wrap import CustomPolicy
 
+from zoo.checkpoint_io import load_checkpoint
 from zoo.models.instruct_unet import ContextCrossAttention
 
 BLOCKS: tuple[type[nn.Module], ...] = (BasicTransformerBlock, ResnetBlock2D, ContextCrossAttention)
@@ -73,7 +73,9 @@ class FSDPStrategyForLoRA(FSDPStrategy):
         module = self.lightning_module
         if not path.is_file() or module is None:  # a sharded checkpoint (a folder) holds every key: FSDP as is
             return super().load_checkpoint(checkpoint_path, weights_only)
-        saved = set(_lazy_load(path)["state_dict"])
+        # Read weights-only (tensor data memory-mapped, not loaded) before FSDP reads the file with Lightning's lazy
+        # unpickler, which would build any object a malicious file holds.
+        saved = set(load_checkpoint(path, "--ckpt_path", mmap=True)["state_dict"])
         # local names only (no gathering): with use_orig_params, FSDP keeps the original parameters under its prefixes
         parameters = list(module.named_parameters())
         trainable = {clean_tensor_name(name) for name, p in parameters if p.requires_grad}

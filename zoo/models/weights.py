@@ -1,7 +1,7 @@
 """Weights for `--model.init_from`: a Lightning checkpoint or a diffusers UNet folder, checked key by key.
 
 Accepted sources:
-- a Lightning `.ckpt` (read with `torch.load(weights_only=True)`: tensors and plain containers only);
+- a Lightning `.ckpt` (read with `zoo.checkpoint_io.load_checkpoint`: tensors and plain containers only);
 - a diffusers UNet folder (`config.json` + `diffusion_pytorch_model[.fp16].safetensors`, or a sharded
   `...safetensors.index.json`), e.g. `IF-I-XL-v1.0/unet`, or a pipeline folder holding `unet/`;
 - a zoo pipeline folder (`python -m zoo export`, e.g. a model shipped in `checkpoints/`): its base stage's UNet and,
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from zoo.checkpoint_io import load_checkpoint
 from zoo.models.presets import diffusers_config_file, read_diffusers_config
 
 # Where the backbone and the new context layers sit in the base stage's state dict (the SR stage passes its own).
@@ -111,10 +112,7 @@ def read_source(
         raise ValueError(f"init_from: {path} does not exist")
     if source.suffix == ".safetensors":
         return {unet_prefix + key: value for key, value in load_file(str(source)).items()}, "safetensors"
-    try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for non-checkpoints; the user needs the path and cause
-        raise ValueError(f"init_from {path}: not a readable Lightning checkpoint ({error})") from error
+    checkpoint = load_checkpoint(source, "init_from")
     return checkpoint.get("state_dict", checkpoint), "lightning"
 
 
