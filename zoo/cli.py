@@ -29,6 +29,7 @@ OTHER_VERBS = {
     "mine": "stage-1 retrieval neighbours over (image, caption) pairs (python -m zoo mine --help)",
     "rate": "human rating sheets: export generations, import filled sheets (python -m zoo rate --help)",
     "export": "checkpoints → one pipeline folder (python -m zoo export --ckpt X [--sr-ckpt Y] --out DIR)",
+    "serve": "a local web demo of a model on 127.0.0.1 (python -m zoo serve [--model DIR] --help)",
 }
 
 
@@ -217,5 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.export import main as export_main
 
         return export_main(rest)
+    if verb == "serve":
+        from zoo.serve import main as serve_main
+
+        return serve_main(rest)
     print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
     return 2
