@@ -273,6 +273,12 @@ def test_browser_generates_and_shows_errors(server, refs: dict[str, Path], tmp_p
             browser.close()
 
 
+def test_the_api_offers_generate_and_preview_only(client: Client) -> None:
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/generate", "/preview"]
+    assert len(endpoints["/generate"]["parameters"]) == 1 + 3 * serve.MAX_REFERENCES + 7
+
+
 def test_the_model_was_loaded_once_and_the_queue_is_bounded(server, loads: list[str], model_dir: Path) -> None:
     assert loads == [str(model_dir)]
     assert server.app._queue.max_size == serve.DEFAULT_QUEUE_SIZE

@@ -435,9 +435,7 @@ def build_app(
                             mode_box = gr.Radio(
                                 [GUIDANCE_SINGLE, GUIDANCE_SEPARATE], value=GUIDANCE_SINGLE, label="Guidance"
                             )
-                            guidance_box = gr.Slider(
-                                0, 30, value=guidance, step=0.5, label="Guidance scale (text scale when separate)"
-                            )
+                            guidance_box = gr.Slider(0, 30, value=guidance, step=0.5, label="Guidance scale")
                             context_box = gr.Slider(
                                 0, 30, value=guidance, step=0.5, label="Context guidance scale", visible=False
                             )
