@@ -23,6 +23,7 @@ from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers
 from PIL import Image
 
 from zoo import serve
+from zoo.lora_io import save_weights_checkpoint
 from zoo.pipeline import InstructImagenPipeline
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -282,3 +283,39 @@ def test_the_api_offers_generate_and_preview_only(client: Client) -> None:
 def test_the_model_was_loaded_once_and_the_queue_is_bounded(server, loads: list[str], model_dir: Path) -> None:
     assert loads == [str(model_dir)]
     assert server.app._queue.max_size == serve.DEFAULT_QUEUE_SIZE
+
+
+def test_adapter_weights_are_sliders_that_steer_the_model(tmp_path: Path) -> None:
+    """An adapter on a --ckpt model: its slider is on the page, and weight 0 gives the base model's image."""
+    import torch
+
+    from zoo import lora_io
+
+    save_weights_checkpoint(build_tiny_model(), tmp_path / "base.ckpt")
+    lora = build_tiny_model(lora={"rank": 4})
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if ".lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+    save_weights_checkpoint(lora, tmp_path / "lora.ckpt")
+    lora_io.export(tmp_path / "lora.ckpt", tmp_path / "my-adapter", num_samples=0)
+
+    argv = ["--ckpt", str(tmp_path / "base.ckpt"), "--adapter", f"{tmp_path / 'my-adapter'}:0.5", "--device", "cpu"]
+    pipe, description, adapters = serve.load_pipeline(serve.build_parser().parse_args(argv))
+    assert [(label, weight) for label, _, weight in adapters] == [("my-adapter", 0.5)]
+    demo = serve.Demo(pipe, description, adapters, tmp_path)
+    sliders = [c for c in serve.build_app(demo, [], "", []).config["components"] if c["type"] == "slider"]
+    assert any(c["props"]["label"] == "Adapter my-adapter" and c["props"]["value"] == 0.5 for c in sliders)
+
+    def generate_with(demo: serve.Demo, *weights: float) -> Path:
+        gallery, _ = demo.generate(lambda *args, **kwargs: None, *form("Draw a red circle"), *weights)
+        return Path(gallery[0][0])
+
+    plain = pixels(
+        generate_with(serve.Demo(InstructImagenPipeline.from_checkpoint(tmp_path / "base.ckpt"), "", [], tmp_path))
+    )
+    assert np.array_equal(pixels(generate_with(demo, 0.0)), plain)
+    steered = generate_with(demo, 1.0)
+    assert not np.array_equal(pixels(steered), plain)
+    assert json.loads(Image.open(steered).text["settings"])["adapters"] == {"my-adapter": 1.0}
