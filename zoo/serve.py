@@ -37,7 +37,7 @@ from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.grid import to_pil
 from zoo.instruction import MARKER_RE, ContextItem, Instruction
 
-if TYPE_CHECKING:  # the pipeline (and Lightning with it) is imported when a model loads, so --help stays quick
+if TYPE_CHECKING:  # imported (with Lightning) only when a model loads, so a usage mistake is answered sooner
     from zoo.pipeline import InstructImagenPipeline
 
 DEFAULT_MODEL = Path("checkpoints/world-base-32")
