@@ -189,6 +189,21 @@ def test_export_card_says_how_it_was_made_and_how_it_scores(cascade: InstructIma
     assert "### In-domain" in card and "0.75 [0.50, 1.00]" in card and "secret" not in card
     assert (out / "evaluation.md").is_file() and (out / "evaluation" / "sheets" / "m" / "text_to_image.png").is_file()
     assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "x"), "--eval", str(tmp_path)]) == 2
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "y"), "--weights", "live"]) == 2  # no EMA
+
+
+def test_export_live_weights_of_an_ema_run(cascade: InstructImagenPipeline, tmp_path: Path) -> None:
+    """`--weights live` exports the non-averaged weights an EMA run keeps beside the average."""
+    state = cascade.base.state_dict()
+    live = {k: v + 1 if k.startswith("model.unet.conv_in") else v for k, v in state.items()}
+    ckpt = tmp_path / "ema.ckpt"
+    torch.save({"state_dict": state, "current_model_state": live, "hyper_parameters": dict(cascade.base.hparams),
+                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    for weights, expected in [("ema", state), ("live", live)]:
+        assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / weights), "--weights", weights]) == 0
+        pipe = InstructImagenPipeline.from_pretrained(tmp_path / weights)
+        assert torch.equal(pipe.base.model.unet.conv_in.weight, expected["model.unet.conv_in.weight"])
+        assert f"Weights: the run's {'EMA' if weights == 'ema' else 'live'}" in (tmp_path / weights / "README.md").read_text()
 
 
 def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(saved: Path, cascade) -> None:

@@ -33,20 +33,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="the pipeline's default sampler")
     parser.add_argument("--eval", metavar="DIR", help="a `python -m zoo evaluate` output folder to put in the card")
+    parser.add_argument("--weights", choices=("ema", "live"), default="ema",
+                        help="with an EMA run: the averaged weights (default, what the run sampled with) or the live ones")
     return parser
 
 
-def provenance(ckpt: Path) -> tuple[str, Path | None]:
-    """The card's "How it was made" section for a base checkpoint, and its run's config.yaml (None if not found)."""
-    import torch
+def use_live_weights(pipe, ckpt: Path) -> None:
+    """Loads the checkpoint's live (non-averaged) weights, which `EMAWeightAveraging` keeps beside the average, into
+    the pipeline's base stage. Early in a run the average still carries the first steps' weights (decay 0.999 keeps
+    0.999^N of them after N steps), so a short run can sample better from its live weights."""
+    from zoo.checkpoint_io import CheckpointError, load_checkpoint
 
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    live = load_checkpoint(ckpt, "--ckpt").get("current_model_state")
+    if live is None:
+        raise CheckpointError(f"--ckpt {ckpt}: no live weights (the run kept no EMA); drop --weights live")
+    pipe.base.text_encoder.fill_into(live, "text_encoder.")
+    pipe.base.load_state_dict(live)
+
+
+def provenance(ckpt: Path, weights: str = "ema") -> tuple[str, Path | None]:
+    """The card's "How it was made" section for a base checkpoint, and its run's config.yaml (None if not found)."""
+    from zoo.checkpoint_io import load_checkpoint
+
+    checkpoint = load_checkpoint(ckpt, "--ckpt")
     steps = int(checkpoint.get("global_step", 0))
     timer = checkpoint.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
     config = next((p / "config.yaml" for p in ckpt.parents if (p / "config.yaml").is_file()), None)
     lines = ["## How it was made", "", f"- {steps} optimizer steps"
              + (f", {timer['train'] / 60:.1f} minutes of training (Lightning's Timer)" if "train" in timer else "")
              + "."]
+    if "current_model_state" in checkpoint:
+        lines.append(f"- Weights: the run's {'EMA average' if weights == 'ema' else 'live (non-averaged) weights'}.")
     if config is not None:
         lines.append("- The run's full resolved config is `training_config.yaml`; repeat the run with "
                      "`python -m zoo fit --config training_config.yaml`.")
@@ -86,8 +103,10 @@ def main(argv: list[str]) -> int:
 
     try:
         pipe = InstructImagenPipeline.from_checkpoint(args.ckpt, args.sr_ckpt, sampler=args.sampler)
+        if args.weights == "live":
+            use_live_weights(pipe, Path(args.ckpt))
         out = pipe.save_pretrained(args.out)
-        made, config = provenance(Path(args.ckpt))
+        made, config = provenance(Path(args.ckpt), args.weights)
         sections = [made]
         if config is not None:
             shutil.copy(config, out / "training_config.yaml")
