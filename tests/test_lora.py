@@ -116,6 +116,17 @@ def test_loaded_adapter_reproduces_the_lora_model(exported) -> None:
     torch.testing.assert_close(after, denoise(lora_model), atol=1e-5, rtol=0)
 
 
+def test_adapter_loads_onto_its_base_saved_as_a_pipeline_folder(exported, tmp_path) -> None:
+    """A shipped model is a pipeline folder: its base stage keeps the fingerprint of the model it was saved from."""
+    from zoo.pipeline import InstructImagenPipeline
+
+    _, folder, lora_model = exported
+    InstructImagenPipeline(build_tiny_model()).save_pretrained(tmp_path / "shipped")
+    base = InstructImagenPipeline.from_pretrained(tmp_path / "shipped").base
+    lora_io.load_adapters(base, [(folder, 1.0)])
+    torch.testing.assert_close(denoise(base), denoise(lora_model), atol=1e-5, rtol=0)
+
+
 def test_adapter_folder_is_plain_peft_and_diffusers(exported) -> None:
     from diffusers import UNet2DConditionModel
     from peft import PeftModel

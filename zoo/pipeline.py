@@ -188,6 +188,9 @@ class InstructImagenPipeline:
         hparams = {**config["hparams"], "text_encoder": str(folder / config["text_encoder_subfolder"])}
         hparams.pop("init_from", None)  # the weights come from this folder
         module = module_class(**hparams)
+        # The encoder was built from this folder's copy, but the model's identity is the encoder it was trained with:
+        # adapters check it (zoo.lora_io.fingerprint), so the saved spec goes back into the hyperparameters.
+        module.hparams["text_encoder"] = config["hparams"]["text_encoder"]
         unet, context_layers = _unet_and_context(module)
         unet.load_state_dict(load_file(folder / stage / "unet" / "diffusion_pytorch_model.safetensors"))
         if context_layers is not None:
