@@ -46,7 +46,10 @@ def instructions(batch: int, size: int, with_context: bool) -> list[Instruction]
     out = []
     for i in range(batch):
         if with_context:
-            items = [ContextItem(f"[ref#{k}]", f"a [ref#{k}] image", torch.rand(3, size, size, generator=g)) for k in (1, 2, 3)]
+            items = [
+                ContextItem(f"[ref#{k}]", f"a [ref#{k}] image", torch.rand(3, size, size, generator=g))
+                for k in (1, 2, 3)
+            ]
             out.append(Instruction(f"Draw [ref#1] beside [ref#2] in the style of [ref#3], number {i}", context=items))
         else:
             out.append(Instruction(f"Draw a red circle beside a blue square in a neon style, number {i}"))
@@ -79,7 +82,9 @@ def main() -> None:
         F.mse_loss(ours(x_t, t, text, text_mask, context), target).backward()
 
     def step_plain() -> None:
-        F.mse_loss(plain(x_t, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample, target).backward()
+        F.mse_loss(
+            plain(x_t, t, encoder_hidden_states=text, encoder_attention_mask=text_mask).sample, target
+        ).backward()
 
     flops_ctx, flops_plain = flops(step_with_context), flops(step_plain)
     t_ctx, t_plain = interleaved_medians(step_with_context, step_plain, args.repeats)

@@ -83,8 +83,9 @@ def in_process_rate(task, size: int, samples: int, batch_size: int) -> float:
 
 def loader_rate(task, size: int, samples: int, batch_size: int, workers: int) -> float:
     """Samples per second through the data module's loader with `workers` worker processes (start-up included)."""
-    data = InstructionDataModule([task], image_size=size, batch_size=batch_size, samples_per_epoch=samples,
-                                 num_workers=workers)
+    data = InstructionDataModule(
+        [task], image_size=size, batch_size=batch_size, samples_per_epoch=samples, num_workers=workers
+    )
     start = time.perf_counter()
     count = sum(len(batch) for batch in data.train_dataloader())
     return count / (time.perf_counter() - start)
@@ -102,10 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plugins = task_plugins()
-    print(f"device {device}, unet {args.unet}, batch {args.batch_size}, {args.samples} samples per task, "
-          f"{args.workers} workers; tasks: {', '.join(plugins)}")
-    header = f"{'size':>4}  {'task':<24} {'1 worker/s':>10} {f'{args.workers} workers/s':>12} {'step s':>8} " \
-             f"{'train/s':>8} {'ratio':>7}"
+    print(
+        f"device {device}, unet {args.unet}, batch {args.batch_size}, {args.samples} samples per task, "
+        f"{args.workers} workers; tasks: {', '.join(plugins)}"
+    )
+    header = (
+        f"{'size':>4}  {'task':<24} {'1 worker/s':>10} {f'{args.workers} workers/s':>12} {'step s':>8} "
+        f"{'train/s':>8} {'ratio':>7}"
+    )
     print(header)
     worst: tuple[float, str, int, float, float] | None = None
     for size in args.sizes:
@@ -125,8 +130,10 @@ def main() -> None:
                 worst = (ratio, name, size, single, demand)
     ratio, name, size, single, demand = worst
     verdict = "one worker keeps up" if ratio >= 1 else f"needs at least {int(-(-1 // ratio))} workers"
-    print(f"headline: slowest task {name} at {size} px gives {single:.3g} samples/s per worker against training's "
-          f"{demand:.3g} samples/s on {device} (ratio {ratio:.3g}): {verdict}")
+    print(
+        f"headline: slowest task {name} at {size} px gives {single:.3g} samples/s per worker against training's "
+        f"{demand:.3g} samples/s on {device} (ratio {ratio:.3g}): {verdict}"
+    )
 
 
 if __name__ == "__main__":

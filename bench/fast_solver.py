@@ -43,7 +43,9 @@ def load_model(ckpt: str | None) -> tuple[InstructImagen, str]:
         ckpt = str(found[-1]) if found else None
     if ckpt is None:
         torch.manual_seed(0)
-        return InstructImagen(unet="tiny", text_max_length=96, image_size=32), "UNTRAINED tiny model (quality not meaningful)"
+        return InstructImagen(
+            unet="tiny", text_max_length=96, image_size=32
+        ), "UNTRAINED tiny model (quality not meaningful)"
     return InstructImagen.load_from_checkpoint(ckpt, map_location="cpu"), ckpt
 
 
@@ -51,7 +53,9 @@ def quality(instructions, images, realism: RealismPQ) -> tuple[float, float]:
     """(SC, PQ): the built-in scorer's mean overall consistency (`tasks.scoring`: 0 / 0.5 / 1 per condition, the
     least satisfied decides) and the evaluation report's realism proxy (`realism`, calibrated on these instructions'
     targets; each image's own target excluded). Both 0-1, higher is better."""
-    sc = sum(scoring.overall(scoring.score(i.meta, image.cpu())) for i, image in zip(instructions, images)) / len(images)
+    sc = sum(scoring.overall(scoring.score(i.meta, image.cpu())) for i, image in zip(instructions, images)) / len(
+        images
+    )
     pq = realism(images.cpu(), list(range(len(images))))
     return sc, sum(pq) / len(pq)
 
@@ -74,19 +78,33 @@ def main() -> None:
     instructions = [resize_instruction(task[i], size) for task in tasks for i in range(per_task)]
     # PQ's calibration (features of the targets and of noise) is the same for both samplers: computed once
     realism = RealismPQ(HandcraftedFeatures(), torch.stack([i.target for i in instructions]))
-    print(f"model: {source}; {len(instructions)} built-in-world instructions, {size} px; quality: SC and PQ (see quality())")
+    print(
+        f"model: {source}; {len(instructions)} built-in-world instructions, {size} px; "
+        "quality: SC and PQ (see quality())"
+    )
 
     results = {}
     for label, sampler_name, steps in [("ddpm", "ddpm", args.ddpm_steps), (args.fast, args.fast, args.fast_steps)]:
-        chosen = make_sampler(sampler_name, model.scheduler, steps, args.guidance, None, model.hparams.sample_steps, model.hparams.guidance_scale)
+        chosen = make_sampler(
+            sampler_name,
+            model.scheduler,
+            steps,
+            args.guidance,
+            None,
+            model.hparams.sample_steps,
+            model.hparams.guidance_scale,
+        )
         start = time.perf_counter()
-        images = model.generate(instructions, chosen.num_inference_steps, chosen.guidance, seed=0, scheduler=chosen.scheduler)
+        images = model.generate(
+            instructions, chosen.num_inference_steps, chosen.guidance, seed=0, scheduler=chosen.scheduler
+        )
         seconds = time.perf_counter() - start
         results[label] = (seconds, *quality(instructions, images, realism))
         print(f"{label:>12} {steps:4d} steps: {seconds:7.2f} s, SC {results[label][1]:.3f}, PQ {results[label][2]:.3f}")
     (t_slow, sc_slow, pq_slow), (t_fast, sc_fast, pq_fast) = results["ddpm"], results[args.fast]
     print(
-        f"HEADLINE {args.fast} {args.fast_steps} steps / DDPM {args.ddpm_steps} steps: wall time {t_fast / t_slow:.3f}x; "
+        f"HEADLINE {args.fast} {args.fast_steps} steps / DDPM {args.ddpm_steps} steps: "
+        f"wall time {t_fast / t_slow:.3f}x; "
         f"SC {sc_fast:.3f} vs {sc_slow:.3f}, PQ {pq_fast:.3f} vs {pq_slow:.3f} (higher is better)"
     )
 

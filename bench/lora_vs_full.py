@@ -35,7 +35,9 @@ def measure(preset: str, rank: int, steps: int, batch: int) -> dict:
 
     torch.manual_seed(0)
     text_encoder = "builtin:tiny-t5" if preset == "tiny" else "builtin:small-t5"
-    model = InstructImagen(unet=preset, text_encoder=text_encoder, image_size=32, lora={"rank": rank, "alpha": rank} if rank else None)
+    model = InstructImagen(
+        unet=preset, text_encoder=text_encoder, image_size=32, lora={"rank": rank, "alpha": rank} if rank else None
+    )
     model.train()
     task = StyledGeneration(num_examples=batch, seed=0, image_size=32)
     data = collate_instructions([task[i] for i in range(batch)])
@@ -66,7 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps (≥ 3: the first 2 warm up and are not timed)")
+    parser.add_argument(
+        "--steps", type=int, default=12, help="optimizer steps (≥ 3: the first 2 warm up and are not timed)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,17 +81,37 @@ def main() -> None:
         return
     results = {}
     for name, rank in (("full", 0), ("lora", args.rank)):
-        command = [sys.executable, __file__, "--preset", args.preset, "--steps", str(args.steps), "--batch", str(args.batch), "--child", str(rank)]
-        output = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT), "PATH": ""}).stdout
+        command = [
+            sys.executable,
+            __file__,
+            "--preset",
+            args.preset,
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--child",
+            str(rank),
+        ]
+        output = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, check=True, env={"PYTHONPATH": str(ROOT), "PATH": ""}
+        ).stdout
         results[name] = json.loads(output.strip().splitlines()[-1])
     full, lora = results["full"], results["lora"]
     print(f"{'':<22}{'full':>14}{'lora r=' + str(args.rank):>14}{'lora/full':>12}")
-    rows = [("trainable params", "trainable", "{:,}"), ("on disk (bytes)", "bytes_on_disk", "{:,}"), ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"), ("step time (s)", "step_s", "{:.3f}")]
+    rows = [
+        ("trainable params", "trainable", "{:,}"),
+        ("on disk (bytes)", "bytes_on_disk", "{:,}"),
+        ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+        ("step time (s)", "step_s", "{:.3f}"),
+    ]
     for label, key, fmt in rows:
         print(f"{label:<22}{fmt.format(full[key]):>14}{fmt.format(lora[key]):>14}{lora[key] / full[key]:>12.3f}")
     print(
-        f"LoRA r={args.rank} on {args.preset}: {full['trainable'] / lora['trainable']:.0f}x fewer trainable parameters, "
-        f"{full['bytes_on_disk'] / lora['bytes_on_disk']:.0f}x smaller on disk, peak memory x{lora['peak_rss_mb'] / full['peak_rss_mb']:.2f}, "
+        f"LoRA r={args.rank} on {args.preset}: "
+        f"{full['trainable'] / lora['trainable']:.0f}x fewer trainable parameters, "
+        f"{full['bytes_on_disk'] / lora['bytes_on_disk']:.0f}x smaller on disk, "
+        f"peak memory x{lora['peak_rss_mb'] / full['peak_rss_mb']:.2f}, "
         f"step time x{lora['step_s'] / full['step_s']:.2f}"
     )
 

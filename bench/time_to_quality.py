@@ -40,11 +40,24 @@ def overlay(root: Path, minutes: float, every: float) -> dict:
     stop = f"00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:{round(minutes % 1 * 60):02d}"
     return {
         "trainer": {
-            "default_root_dir": str(root), "max_time": stop, "max_steps": -1, "limit_val_batches": 0,
-            "enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 50,
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"train_time_interval": interval, "save_top_k": -1, "filename": "{step}",
-                                         "save_last": True}}],
+            "default_root_dir": str(root),
+            "max_time": stop,
+            "max_steps": -1,
+            "limit_val_batches": 0,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 50,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "train_time_interval": interval,
+                        "save_top_k": -1,
+                        "filename": "{step}",
+                        "save_last": True,
+                    },
+                }
+            ],
         },
     }
 
@@ -83,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="recipes/stage2.yaml")
     parser.add_argument("--minutes", type=float, default=20.0, help="training wall minutes per variant")
     parser.add_argument("--every", type=float, default=5.0, help="minutes between evaluated checkpoints")
-    parser.add_argument("--variant", action="append", default=None, metavar='LABEL="ARGS"',
-                        help="a variant: extra `zoo fit` arguments (repeatable; default: the recipe as it is)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        metavar='LABEL="ARGS"',
+        help="a variant: extra `zoo fit` arguments (repeatable; default: the recipe as it is)",
+    )
     parser.add_argument("--n", type=int, default=16, help="examples per eval set")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps")
     parser.add_argument("--sampler", default="sde-dpmsolver++", help="a named sampler (zoo.diffusion.samplers)")
@@ -106,11 +124,27 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{label}@{steps}"
             if name not in checkpoints:  # the last mark can fall on the final step: keep one
                 checkpoints[name], marks[name] = path, (label, minutes, steps)
-    results = evaluate(checkpoints, "builtin", root / "eval", n=args.n, steps=args.steps, seed=0,
-                       features=[args.features], sampler=args.sampler)
+    results = evaluate(
+        checkpoints,
+        "builtin",
+        root / "eval",
+        n=args.n,
+        steps=args.steps,
+        seed=0,
+        features=[args.features],
+        sampler=args.sampler,
+    )
 
-    header = ["variant", "train min", "steps", *ATTRIBUTES, "SC in-domain", "SC zero-shot", "PQ in-domain",
-              "context drop"]
+    header = [
+        "variant",
+        "train min",
+        "steps",
+        *ATTRIBUTES,
+        "SC in-domain",
+        "SC zero-shot",
+        "PQ in-domain",
+        "context drop",
+    ]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     reached: dict[str, str] = {}
     rows = []
@@ -118,20 +152,37 @@ def main(argv: list[str] | None = None) -> int:
         label, minutes, steps = marks[model["label"]]
         rates, averages = split_attribute_rates(model["sets"], "in-domain"), model["averages"]
         drop = model["ablation"]["averages"].get("in-domain", {}).get("drop")
-        cells = [label, f"{minutes:.1f}", str(steps), *(f"{rates.get(a, float('nan')):.2f}" for a in ATTRIBUTES),
-                 interval(averages["in-domain"], "SC"), interval(averages["zero-shot"], "SC"),
-                 f"{averages['in-domain']['PQ']:.2f}", "–" if drop is None else f"{drop:.2f}"]
+        cells = [
+            label,
+            f"{minutes:.1f}",
+            str(steps),
+            *(f"{rates.get(a, float('nan')):.2f}" for a in ATTRIBUTES),
+            interval(averages["in-domain"], "SC"),
+            interval(averages["zero-shot"], "SC"),
+            f"{averages['in-domain']['PQ']:.2f}",
+            "–" if drop is None else f"{drop:.2f}",
+        ]
         print("| " + " | ".join(cells) + " |")
-        rows.append({"variant": label, "minutes": minutes, "steps": steps, "attributes": rates,
-                     "SC in-domain": averages["in-domain"]["SC"], "SC zero-shot": averages["zero-shot"]["SC"]})
+        rows.append(
+            {
+                "variant": label,
+                "minutes": minutes,
+                "steps": steps,
+                "attributes": rates,
+                "SC in-domain": averages["in-domain"]["SC"],
+                "SC zero-shot": averages["zero-shot"]["SC"],
+            }
+        )
         if averages["in-domain"]["SC"] >= TARGET_SC and label not in reached:
             reached[label] = f"{minutes:.1f} min"
     (root / "curve.json").write_text(json.dumps(rows, indent=2) + "\n")
-    best = {label: max((r for r in rows if r["variant"] == label), key=lambda r: r["SC in-domain"])
-            for label in variants}
+    best = {
+        label: max((r for r in rows if r["variant"] == label), key=lambda r: r["SC in-domain"]) for label in variants
+    }
     headline = "; ".join(
-        f"{label}: {reached[label]}" if label in reached else
-        f"{label}: not reached in {args.minutes:g} min (best {best[label]['SC in-domain']:.2f} at "
+        f"{label}: {reached[label]}"
+        if label in reached
+        else f"{label}: not reached in {args.minutes:g} min (best {best[label]['SC in-domain']:.2f} at "
         f"{best[label]['minutes']:.1f} min)"
         for label in variants
     )

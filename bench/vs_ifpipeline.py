@@ -62,7 +62,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     diffusers_logging.set_verbosity_error()
-    model = InstructImagen(unet=IF_SHAPED_UNET, text_encoder="builtin:small-t5", text_max_length=64, image_size=32).eval()
+    model = InstructImagen(
+        unet=IF_SHAPED_UNET, text_encoder="builtin:small-t5", text_max_length=64, image_size=32
+    ).eval()
     b, scale = args.batch, 3.0
     prompts = [f"Draw a red circle beside a blue square, number {i}" for i in range(b)]
     instructions = [Instruction(p) for p in prompts]
@@ -71,20 +73,38 @@ def main() -> None:
         null, _ = model.encode_text([""] * b)
     ours_sampler = make_sampler("ddpm", model.scheduler, args.steps, scale)
     pipe = IFPipeline(
-        tokenizer=None, text_encoder=None, unet=model.model.unet, scheduler=make_sampler("ddpm", model.scheduler).scheduler,
-        safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False,
+        tokenizer=None,
+        text_encoder=None,
+        unet=model.model.unet,
+        scheduler=make_sampler("ddpm", model.scheduler).scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    print(f"IF-shaped UNet ({sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params), batch {b}, "
-          f"{args.steps} DDPM steps, guidance {scale}, CPU threads {torch.get_num_threads()}")
+    print(
+        f"IF-shaped UNet ({sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.1f}M params), batch {b}, "
+        f"{args.steps} DDPM steps, guidance {scale}, CPU threads {torch.get_num_threads()}"
+    )
 
     def ours() -> None:
-        model.generate(instructions, ours_sampler.num_inference_steps, Guidance(scale=scale), seed=0, scheduler=ours_sampler.scheduler)
+        model.generate(
+            instructions,
+            ours_sampler.num_inference_steps,
+            Guidance(scale=scale),
+            seed=0,
+            scheduler=ours_sampler.scheduler,
+        )
 
     def theirs() -> None:
         pipe(
-            prompt_embeds=text, negative_prompt_embeds=null, num_inference_steps=args.steps, guidance_scale=scale,
-            generator=torch.Generator().manual_seed(0), output_type="pt",
+            prompt_embeds=text,
+            negative_prompt_embeds=null,
+            num_inference_steps=args.steps,
+            guidance_scale=scale,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
         )
 
     t_ours, t_if = interleaved_medians(ours, theirs, args.repeats)

@@ -32,17 +32,33 @@ from zoo.eval.report import compare, flags
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
-FULL = {"steps": 800, "image_size": 32, "unet": "demo", "text_encoder": "builtin:small-t5", "batch_size": 16, "n": 16,
-        "sample_steps": 25}
-QUICK = {"steps": 16, "image_size": 16, "unet": "tiny", "text_encoder": "builtin:tiny-t5", "batch_size": 4, "n": 2,
-         "sample_steps": 4}
+FULL = {
+    "steps": 800,
+    "image_size": 32,
+    "unet": "demo",
+    "text_encoder": "builtin:small-t5",
+    "batch_size": 16,
+    "n": 16,
+    "sample_steps": 25,
+}
+QUICK = {
+    "steps": 16,
+    "image_size": 16,
+    "unet": "tiny",
+    "text_encoder": "builtin:tiny-t5",
+    "batch_size": 4,
+    "n": 2,
+    "sample_steps": 4,
+}
 
 
 def stage2_tasks(image_size: int) -> tuple[list[dict], list[float]]:
     """recipes/stage2.yaml's tasks and ratios, with the task image size made explicit."""
     data = yaml.safe_load((REPO / "recipes" / "stage2.yaml").read_text())["data"]
-    tasks = [{"class_path": t["class_path"], "init_args": {**t["init_args"], "image_size": image_size}}
-             for t in data["tasks"]]
+    tasks = [
+        {"class_path": t["class_path"], "init_args": {**t["init_args"], "image_size": image_size}}
+        for t in data["tasks"]
+    ]
     return tasks, data["ratios"]
 
 
@@ -51,18 +67,35 @@ def scale_layer(scale: dict, root: Path, steps: int, seed: int) -> dict:
     return {
         "seed_everything": seed,
         "trainer": {
-            "default_root_dir": str(root), "accelerator": "cpu", "devices": 1, "max_steps": steps,
-            "limit_val_batches": 0, "log_every_n_steps": 10, "enable_progress_bar": False,
+            "default_root_dir": str(root),
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": steps,
+            "limit_val_batches": 0,
+            "log_every_n_steps": 10,
+            "enable_progress_bar": False,
             "enable_model_summary": False,
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
             ],
         },
         # From scratch, as documented in docs/experiments.md (not from the recipes' shipped base, another backbone).
-        "model": {"unet": scale["unet"], "text_encoder": scale["text_encoder"], "text_max_length": 224, "init_from": None,
-                  "learning_rate": 1.0e-3, "warmup_steps": min(50, steps // 4), "sample_steps": scale["sample_steps"]},
-        "data": {"image_size": scale["image_size"], "batch_size": scale["batch_size"],
-                 "samples_per_epoch": max(steps, 1) * scale["batch_size"], "val_samples": 4, "seed": seed},
+        "model": {
+            "unet": scale["unet"],
+            "text_encoder": scale["text_encoder"],
+            "text_max_length": 224,
+            "init_from": None,
+            "learning_rate": 1.0e-3,
+            "warmup_steps": min(50, steps // 4),
+            "sample_steps": scale["sample_steps"],
+        },
+        "data": {
+            "image_size": scale["image_size"],
+            "batch_size": scale["batch_size"],
+            "samples_per_epoch": max(steps, 1) * scale["batch_size"],
+            "val_samples": 4,
+            "seed": seed,
+        },
     }
 
 
@@ -105,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="total training steps per variant")
     parser.add_argument("--n", type=int, default=None, help="eval examples per set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP threads per process (1: on a shared machine, spin-waiting threads slow every op)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP threads per process (1: on a shared machine, spin-waiting threads slow every op)",
+    )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "experiments")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "experiments.md")
     args = parser.parse_args(argv)
@@ -135,21 +172,58 @@ def main(argv: list[str] | None = None) -> int:
         "raw-inputs": fit(run, work, "raw-inputs", "recipes/stage2.yaml", layer("raw-inputs", steps, raw_tasks)),
     }
     stage1 = fit(run, work, "stage1", "recipes/stage1.yaml", stage1_layer)
-    checkpoints["stage1+instructed"] = fit(run, work, "stage1+instructed", "recipes/stage2.yaml",
-                                           layer("stage1+instructed", steps - stage1_steps, tasks),
-                                           "--model.init_from", stage1)
-    evaluate = ["-m", "zoo", "evaluate", "--n", scale["n"], "--steps", scale["sample_steps"], "--seed", args.seed,
-                "--features", "handcrafted"]
-    run([*evaluate, "--ckpt", f"instructed={checkpoints['instructed']}",
-         "--ckpt", f"stage1+instructed={checkpoints['stage1+instructed']}",
-         "--suite", "builtin", "--out", work / "eval"])
-    run([*evaluate, "--ckpt", f"raw-inputs={checkpoints['raw-inputs']}",
-         "--suite", "experiments.raw_inputs:builtin_raw", "--out", work / "eval-raw"])
+    checkpoints["stage1+instructed"] = fit(
+        run,
+        work,
+        "stage1+instructed",
+        "recipes/stage2.yaml",
+        layer("stage1+instructed", steps - stage1_steps, tasks),
+        "--model.init_from",
+        stage1,
+    )
+    evaluate = [
+        "-m",
+        "zoo",
+        "evaluate",
+        "--n",
+        scale["n"],
+        "--steps",
+        scale["sample_steps"],
+        "--seed",
+        args.seed,
+        "--features",
+        "handcrafted",
+    ]
+    run(
+        [
+            *evaluate,
+            "--ckpt",
+            f"instructed={checkpoints['instructed']}",
+            "--ckpt",
+            f"stage1+instructed={checkpoints['stage1+instructed']}",
+            "--suite",
+            "builtin",
+            "--out",
+            work / "eval",
+        ]
+    )
+    run(
+        [
+            *evaluate,
+            "--ckpt",
+            f"raw-inputs={checkpoints['raw-inputs']}",
+            "--suite",
+            "experiments.raw_inputs:builtin_raw",
+            "--out",
+            work / "eval-raw",
+        ]
+    )
     reports = {folder: json.loads((work / folder / "report.json").read_text()) for folder in ("eval", "eval-raw")}
     models = {m["label"]: m for report in reports.values() for m in report["models"]}
     # the raw suite holds the same examples and targets: the baselines of the instructed suite serve all variants
-    report = render(models, reports["eval"]["baselines"], scale, args, run.log, time.perf_counter() - started,
-                    stage1_steps)
+    report = render(
+        models, reports["eval"]["baselines"], scale, args, run.log, time.perf_counter() - started, stage1_steps
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"Ablation table written to {args.out} ({time.perf_counter() - started:.0f} s)")
@@ -157,11 +231,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 ORDER = ["instructed", "raw-inputs", "stage1+instructed"]
-PAPER = {"instructed": "Instruct-Imagen", "raw-inputs": "Table 4: multi-task, no instructions",
-         "stage1+instructed": "Table 3: with stage 1"}
+PAPER = {
+    "instructed": "Instruct-Imagen",
+    "raw-inputs": "Table 4: multi-task, no instructions",
+    "stage1+instructed": "Table 3: with stage 1",
+}
 # (a, b, what the paper reports): each ablation is a paired comparison on the same examples and seeds
-QUESTIONS = [("instructed", "raw-inputs", "Table 4: instructions beat raw inputs"),
-             ("stage1+instructed", "instructed", "Table 3: stage 1 helps")]
+QUESTIONS = [
+    ("instructed", "raw-inputs", "Table 4: instructions beat raw inputs"),
+    ("stage1+instructed", "instructed", "Table 3: stage 1 helps"),
+]
 SPLITS = ("in-domain", "zero-shot", "editing")
 
 
@@ -170,7 +249,7 @@ def _f(value: float | None) -> str:
 
 
 def _ci(value: float | None, bounds: list | None, sign: bool = False) -> str:
-    """"0.250 [0.100, 0.400]" (the interval left out where undefined)."""
+    """ "0.250 [0.100, 0.400]" (the interval left out where undefined)."""
     if value is None:
         return "–"
     number = (lambda v: f"{0.0 if abs(v) < 5e-4 else v:+.3f}") if sign else _f
@@ -192,9 +271,14 @@ def _attribute_tables(models: dict, baselines: list[dict], splits: list[str]) ->
     from zoo.eval.report import split_attribute_rates
 
     rows = [(name, models[name]["sets"]) for name in ORDER] + [(f"*{b['label']}*", b["sets"]) for b in baselines]
-    lines = ["", "## Attribute pass rates", "",
-             "Share of checks of each kind that pass, averaged over the sets of the split that check it (the scorer's",
-             "attribute checks behind SC; chance baselines in italics).", ""]
+    lines = [
+        "",
+        "## Attribute pass rates",
+        "",
+        "Share of checks of each kind that pass, averaged over the sets of the split that check it (the scorer's",
+        "attribute checks behind SC; chance baselines in italics).",
+        "",
+    ]
     for split in splits:
         rates = [(name, split_attribute_rates(sets, split)) for name, sets in rows]
         kinds = [k for k in ATTRIBUTES if any(k in r for _, r in rates)]
@@ -204,18 +288,28 @@ def _attribute_tables(models: dict, baselines: list[dict], splits: list[str]) ->
     return lines
 
 
-def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tuple[str, float]], total: float,
-           stage1_steps: int) -> str:
+def render(
+    models: dict,
+    baselines: list[dict],
+    scale: dict,
+    args,
+    log: list[tuple[str, float]],
+    total: float,
+    stage1_steps: int,
+) -> str:
     splits = [split for split in SPLITS if any(split in models[name]["averages"] for name in ORDER)]
     title = "Quick smoke run (`--quick`): NOT a result" if args.quick else "Ablations at demo scale"
     lines = [f"# {title}", ""]
     if args.quick:
-        lines += ["These numbers come from `python experiments/ablations.py --quick`: a tiny model trained for a",
-                  "handful of steps, only to show the pipeline runs end to end. They say nothing about the",
-                  "methods.", ""]
+        lines += [
+            "These numbers come from `python experiments/ablations.py --quick`: a tiny model trained for a",
+            "handful of steps, only to show the pipeline runs end to end. They say nothing about the",
+            "methods.",
+            "",
+        ]
     lines += [
         "Built-in world, `python -m zoo evaluate` on the built-in suite (SC from the deterministic scorer, PQ the",
-        "automatic proxy with the handcrafted stand-in features, O = √(SC·PQ); see README \"Evaluate\").",
+        'automatic proxy with the handcrafted stand-in features, O = √(SC·PQ); see README "Evaluate").',
         "`raw-inputs` is trained and evaluated on raw inputs (`experiments/raw_inputs.py`); the others on",
         "instructions. Brackets: 95% bootstrap intervals (examples resampled within each set). Chance baselines",
         "(images made without following the instruction, scored the same way) are listed under the variants.",
@@ -231,57 +325,85 @@ def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tup
             if average:
                 total_sets = models[ORDER[0]]["averages"].get(split, {}).get("sets")
                 note = f" over {average['sets']} of {total_sets} sets" if average["sets"] != total_sets else ""
-                lines.append(f"| *{baseline['label']}* | chance baseline{note} | "
-                             + " | ".join(_average_cells(average)) + " |")
+                lines.append(
+                    f"| *{baseline['label']}* | chance baseline{note} | " + " | ".join(_average_cells(average)) + " |"
+                )
         lines.append("")
 
-    lines += ["## The ablations (paired differences, same examples and seeds)", "",
-              "\"Beats\" is written only where the 95% interval of the difference excludes 0.", ""]
+    lines += [
+        "## The ablations (paired differences, same examples and seeds)",
+        "",
+        '"Beats" is written only where the 95% interval of the difference excludes 0.',
+        "",
+    ]
     for a, b, question in QUESTIONS:
         comparison = compare(models[a], models[b])
         for split in splits:
             average = comparison["averages"].get(split)
             if average:
-                verdicts = "; ".join(f"{m} {_ci(average[m]['difference'], average[m]['interval'], sign=True)}: "
-                                     f"**{average[m]['verdict']}**" for m in ("SC", "PQ", "O"))
+                verdicts = "; ".join(
+                    f"{m} {_ci(average[m]['difference'], average[m]['interval'], sign=True)}: "
+                    f"**{average[m]['verdict']}**"
+                    for m in ("SC", "PQ", "O")
+                )
                 lines.append(f"- {question} — `{a}` − `{b}`, {split}: {verdicts}")
     for name in ORDER:
         versus = [compare(models[name], baseline, ("SC",), b_is_baseline=True) for baseline in baselines]
-        beaten = [c["b"] for c in versus if c["averages"].get("in-domain", {}).get("SC", {}).get("verdict", "")
-                  .startswith(f"{name} beats")]
+        beaten = [
+            c["b"]
+            for c in versus
+            if c["averages"].get("in-domain", {}).get("SC", {}).get("verdict", "").startswith(f"{name} beats")
+        ]
         named = f": {', '.join(f'`{b}`' for b in beaten)}" if beaten else ""
-        lines.append(f"- `{name}` against chance, in-domain SC: beats {len(beaten)} of {len(versus)} chance "
-                     f"baselines{named}")
+        lines.append(
+            f"- `{name}` against chance, in-domain SC: beats {len(beaten)} of {len(versus)} chance baselines{named}"
+        )
     flagged = flags([models[name] for name in ORDER], baselines)
     if flagged:
-        lines += ["", "⚑ Sets where a chance baseline scores SC at least as high as the variant (there its SC shows "
-                  "nothing):", ""]
+        lines += [
+            "",
+            "⚑ Sets where a chance baseline scores SC at least as high as the variant (there its SC shows nothing):",
+            "",
+        ]
         for name in ORDER:
             marked = [f["set"] for f in flagged if f["model"] == name]
             if marked:
                 lines.append(f"- `{name}`: {len(marked)} of {len(models[name]['sets'])} sets — {', '.join(marked)}")
 
-    lines += ["", "## Context ablation", "",
-              "Each variant sampled again with its context removed (same seeds). Context score: the mean of the",
-              "context conditions (every input but the payload text); a model that reads its context loses there.", "",
-              "| variant | split | context score | without context | drop | SC without context |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Context ablation",
+        "",
+        "Each variant sampled again with its context removed (same seeds). Context score: the mean of the",
+        "context conditions (every input but the payload text); a model that reads its context loses there.",
+        "",
+        "| variant | split | context score | without context | drop | SC without context |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ORDER:
         for split, average in models[name].get("ablation", {}).get("averages", {}).items():
-            lines.append(f"| {name} | {split} | {_f(average['with context'])} | {_f(average['without context'])} | "
-                         f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
-                         f"{_ci(average['SC without context'], average['SC without context interval'])} |")
+            lines.append(
+                f"| {name} | {split} | {_f(average['with context'])} | {_f(average['without context'])} | "
+                f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
+                f"{_ci(average['SC without context'], average['SC without context interval'])} |"
+            )
 
     marked = {f["set"] for f in flagged}
     lines += _attribute_tables(models, baselines, splits)
-    lines += ["", "## Per set (SC [95% interval] / PQ / O)", "",
-              "| set | split | " + " | ".join(ORDER) + " | best baseline SC |", "|---|---|" + "---|" * (len(ORDER) + 1)]
+    lines += [
+        "",
+        "## Per set (SC [95% interval] / PQ / O)",
+        "",
+        "| set | split | " + " | ".join(ORDER) + " | best baseline SC |",
+        "|---|---|" + "---|" * (len(ORDER) + 1),
+    ]
     for row in models[ORDER[0]]["sets"]:
         cells = []
         for name in ORDER:
             match = next(s for s in models[name]["sets"] if s["name"] == row["name"])
-            cells.append(f"{_ci(match['SC'], match.get('intervals', {}).get('SC'))} / {_f(match['PQ'])} / "
-                         f"{_f(match['O'])}")
+            cells.append(
+                f"{_ci(match['SC'], match.get('intervals', {}).get('SC'))} / {_f(match['PQ'])} / {_f(match['O'])}"
+            )
         chance = [(s["SC"], b["label"]) for b in baselines for s in b["sets"] if s["name"] == row["name"]]
         best = max(chance, default=None)
         cells.append("–" if best is None else f"{_f(best[0])} ({best[1]})")
@@ -308,7 +430,8 @@ def render(models: dict, baselines: list[dict], scale: dict, args, log: list[tup
         "```",
         "",
         f"Reproduce: `python experiments/ablations.py{' --quick' if args.quick else ''} --seed {args.seed}`"
-        + ("" if args.quick else " (or `make experiments`)") + ".",
+        + ("" if args.quick else " (or `make experiments`)")
+        + ".",
         "",
     ]
     return "\n".join(lines)

@@ -79,11 +79,11 @@ def control_caption(scene: Scene) -> str:
 
 class Control(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
-        condition: "depth", "mask", "edge" or "sketch"; the task is named "<condition>_to_image".
-        edge_detector: the annotator for edges computed from dataset images: "canny" (or "hed", with `hed_weights`).
-        hed_weights: local path to HED weights, for edge_detector "hed".
-        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
-            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    condition: "depth", "mask", "edge" or "sketch"; the task is named "<condition>_to_image".
+    edge_detector: the annotator for edges computed from dataset images: "canny" (or "hed", with `hed_weights`).
+    hed_weights: local path to HED weights, for edge_detector "hed".
+    split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+        built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     default_templates = Path(__file__).parent / "templates" / "control.txt"

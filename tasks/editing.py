@@ -60,7 +60,7 @@ def edit_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str, str, dict[
     name = f"{obj.colour} {obj.shape}"
 
     def with_object(new: SceneObject) -> Scene:
-        return Scene(scene.background, (*scene.objects[:k], new, *scene.objects[k + 1:]))
+        return Scene(scene.background, (*scene.objects[:k], new, *scene.objects[k + 1 :]))
 
     if kind == "recolour":  # to a colour no object has, so the caption still tells the objects apart
         colour = rng.choice([c for c in COLOURS if c not in {o.colour for o in scene.objects}])
@@ -144,9 +144,19 @@ class Editing(DrawsFromWorld, TemplatedTask):
             break
         mask = edit_mask(scene, edited, self.image_size)
         return self._instruction(
-            rng, change, mask, render(scene, self.image_size, STYLE), render(edited, self.image_size, STYLE),
-            meta={"edit": kind, "change": change, "source_scene": asdict(scene), "scene": asdict(edited),
-                  "style": STYLE, "conditions": conditions},
+            rng,
+            change,
+            mask,
+            render(scene, self.image_size, STYLE),
+            render(edited, self.image_size, STYLE),
+            meta={
+                "edit": kind,
+                "change": change,
+                "source_scene": asdict(scene),
+                "scene": asdict(edited),
+                "style": STYLE,
+                "conditions": conditions,
+            },
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:
@@ -159,12 +169,17 @@ class Editing(DrawsFromWorld, TemplatedTask):
                 raise RowError(self.rows.row_id(row), f"{column} is {image.size}, source_img is {source.size}")
         size = self.image_size
         return self._instruction(
-            rng, change, fit_square(mask, size, Image.Resampling.NEAREST), fit_square(source, size),
-            fit_square(target, size), meta={"change": change, "row_id": self.rows.row_id(row)},
+            rng,
+            change,
+            fit_square(mask, size, Image.Resampling.NEAREST),
+            fit_square(source, size),
+            fit_square(target, size),
+            meta={"change": change, "row_id": self.rows.row_id(row)},
         )
 
-    def _instruction(self, rng: random.Random, change: str, mask: Image.Image, source: Image.Image,
-                     target: Image.Image, meta: dict) -> Instruction:
+    def _instruction(
+        self, rng: random.Random, change: str, mask: Image.Image, source: Image.Image, target: Image.Image, meta: dict
+    ) -> Instruction:
         return Instruction(
             text=self.fill(rng, change=change),
             context=[ContextItem("[ref#1]", MASK_TEXT, mask), ContextItem("[ref#2]", CONTENT_TEXT, source)],

@@ -72,8 +72,10 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
         if self.rows.has("neighbours"):
             count = len(self.rows)
             lists = self.rows.column("neighbours")
-            candidates = [[n for n in (ns or []) if isinstance(n, int) and 0 <= n < count and n != row]
-                          for row, ns in enumerate(lists)]
+            candidates = [
+                [n for n in (ns or []) if isinstance(n, int) and 0 <= n < count and n != row]
+                for row, ns in enumerate(lists)
+            ]
             return [(row, ns) for row, ns in enumerate(candidates) if len(ns) >= NEIGHBOURS]
         if not self.rows.has("cluster"):
             raise ValueError(
@@ -84,8 +86,12 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
         for row, cluster in enumerate(self.rows.column("cluster")):
             if cluster is not None:
                 clusters[cluster].append(row)
-        return [(row, [r for r in members if r != row]) for members in clusters.values()
-                if len(members) > NEIGHBOURS for row in members]
+        return [
+            (row, [r for r in members if r != row])
+            for members in clusters.values()
+            if len(members) > NEIGHBOURS
+            for row in members
+        ]
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         scene = self.world.scene(index)
@@ -97,12 +103,19 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
         text = caption(scene)
         return Instruction(
             text=self.fill(rng, caption=text),
-            context=[ContextItem(marker, caption(n), render(n, self.image_size, STYLE))
-                     for marker, n in zip(MARKERS, neighbours)],
+            context=[
+                ContextItem(marker, caption(n), render(n, self.image_size, STYLE))
+                for marker, n in zip(MARKERS, neighbours)
+            ],
             target=render(scene, self.image_size, STYLE),
             task=self.name,
-            meta={"caption": text, "scene": asdict(scene), "style": STYLE,
-                  "neighbour_scenes": [asdict(n) for n in neighbours], "conditions": {"text": caption_checks(scene)}},
+            meta={
+                "caption": text,
+                "scene": asdict(scene),
+                "style": STYLE,
+                "neighbour_scenes": [asdict(n) for n in neighbours],
+                "conditions": {"text": caption_checks(scene)},
+            },
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:
@@ -117,6 +130,9 @@ class Retrieval(DrawsFromWorld, TemplatedTask):
             ],
             target=fit_square(self.rows.image(row, "image"), self.image_size),
             task=self.name,
-            meta={"caption": text, "row_id": self.rows.row_id(row),
-                  "neighbour_row_ids": [self.rows.row_id(n) for n in neighbours]},
+            meta={
+                "caption": text,
+                "row_id": self.rows.row_id(row),
+                "neighbour_row_ids": [self.rows.row_id(n) for n in neighbours],
+            },
         )

@@ -61,8 +61,19 @@ FOREGROUND = 25.0
 GEOMETRY = ("shape", "position", "size")
 # An input whose checks pass more than this share (but not all) is "partly" satisfied: 0.5 on the ImagenHub scale.
 PARTIAL = 0.5
-ATTRIBUTES = ("colour", "shape", "pattern", "position", "size", "background", "style", "control geometry",
-              "subject identity", "edit", "preserve")
+ATTRIBUTES = (
+    "colour",
+    "shape",
+    "pattern",
+    "position",
+    "size",
+    "background",
+    "style",
+    "control geometry",
+    "subject identity",
+    "edit",
+    "preserve",
+)
 _CHOICES = {
     "colour": tuple(COLOURS),
     "shape": SHAPES + SUBJECT_SHAPES,
@@ -136,11 +147,14 @@ def score(meta: dict, image: torch.Tensor | Image.Image) -> Rating:
                 attributes.setdefault(kind, []).append(grades[-1])
                 continue
             if check.rsplit(".", 1)[-1] in GEOMETRY:  # compare silhouettes, whatever their colour
+
                 def view(x: np.ndarray) -> np.ndarray:
                     return (np.abs(x - backdrop).max(axis=-1) > FOREGROUND).astype(np.float32)
             else:
+
                 def view(x: np.ndarray) -> np.ndarray:
                     return x
+
             scene = truth
             if check.startswith("object") and check.rsplit(".", 1)[-1] in ("colour", "pattern"):
                 fitted = fitted or _placed(truth, pixels, backdrop, style)
@@ -191,7 +205,7 @@ def _variants(check: str, truth: Scene, style: str, source: Scene | None):
         if value == getattr(obj, attribute) or (attribute == "position" and value in taken):
             continue
         changed = SceneObject(**{**obj.__dict__, attribute: value})
-        variants.append((Scene(truth.background, (*truth.objects[:k], changed, *truth.objects[k + 1:])), style))
+        variants.append((Scene(truth.background, (*truth.objects[:k], changed, *truth.objects[k + 1 :])), style))
     # The object removed: an image without it must not pass any check about it.
     variants.append((Scene(truth.background, tuple(others)) if others else truth.background, style))
     return variants
@@ -214,7 +228,7 @@ def _placed(truth: Scene, pixels: np.ndarray, backdrop: np.ndarray, style: str) 
             for position in (p for p in _CHOICES["position"] if p not in taken):
                 for extent in _CHOICES["size"]:
                     moved = SceneObject(shape, obj.colour, obj.pattern, position, extent)
-                    scene = Scene(truth.background, (*fitted.objects[:k], moved, *fitted.objects[k + 1:]))
+                    scene = Scene(truth.background, (*fitted.objects[:k], moved, *fitted.objects[k + 1 :]))
                     distance = np.mean(silhouette(_render(scene, size, style)) != seen)
                     if distance < best_distance:  # strictly better: on a tie the current placement stays
                         best, best_distance = scene, distance
@@ -233,7 +247,7 @@ def _preserve(pixels: np.ndarray, truth: Scene, source: Scene | None, style: str
     region = np.zeros_like(changed)
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
-            region |= padded[dy:dy + size, dx:dx + size]
+            region |= padded[dy : dy + size, dx : dx + size]
     if region.all():
         return 1.0
     error = np.abs(pixels - before)[~region].mean()

@@ -30,9 +30,9 @@ TRANSFER_STYLES = tuple(style for style in STYLES if style != CONTENT_STYLE)
 
 class StyleTransfer(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
-        styles: the world styles to transfer to (None: every style but "flat", the content's own).
-        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
-            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    styles: the world styles to transfer to (None: every style but "flat", the content's own).
+    split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+        built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     name = "style_transfer"

@@ -38,10 +38,10 @@ def check_styles(styles: list[str] | None, field: str = "styles", allowed: tuple
 
 class StyledGeneration(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
-        styles: the world styles to draw from (None: all of `tasks.world.STYLES`), so some can be held out of
-            training and evaluated zero-shot.
-        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
-            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    styles: the world styles to draw from (None: all of `tasks.world.STYLES`), so some can be held out of
+        training and evaluated zero-shot.
+    split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+        built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     name = "styled_generation"
@@ -75,8 +75,13 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
             context=[ContextItem(MARKER, STYLE_TEXT, render(reference, self.image_size, style))],
             target=render(scene, self.image_size, style),
             task=self.name,
-            meta={"caption": text, "scene": asdict(scene), "style": style, "reference_scene": asdict(reference),
-                  "conditions": {"text": caption_checks(scene), "style": ["style"]}},
+            meta={
+                "caption": text,
+                "scene": asdict(scene),
+                "style": style,
+                "reference_scene": asdict(reference),
+                "conditions": {"text": caption_checks(scene), "style": ["style"]},
+            },
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:

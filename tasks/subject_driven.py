@@ -74,11 +74,11 @@ def reference_placements(name: str, target: tuple[str, str, str], rng: random.Ra
 
 class SubjectDriven(TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
-        subjects: world subject names to draw from (None: all of `kind`), so some can be held out.
-        kind: world subjects of one kind: "object" (toys), "face" (persons) or "any".
-        max_references: dataset: at most this many context images per example.
-        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
-            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    subjects: world subject names to draw from (None: all of `kind`), so some can be held out.
+    kind: world subjects of one kind: "object" (toys), "face" (persons) or "any".
+    max_references: dataset: at most this many context images per example.
+    split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+        built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     name = "subject_driven"
@@ -111,8 +111,12 @@ class SubjectDriven(TemplatedTask):
         for row, group in enumerate(self.rows.column("group")):
             if group is not None:
                 groups[group].append(row)
-        return [(row, [r for r in members if r != row]) for members in groups.values() if len(members) > 1
-                for row in members]
+        return [
+            (row, [r for r in members if r != row])
+            for members in groups.values()
+            if len(members) > 1
+            for row in members
+        ]
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         name = rng.choice(self.subjects)
@@ -159,6 +163,9 @@ class SubjectDriven(TemplatedTask):
             ],
             target=fit_square(self.rows.image(row, "image"), self.image_size),
             task=self.name,
-            meta={"caption": text, "row_id": self.rows.row_id(row),
-                  "reference_row_ids": [self.rows.row_id(r) for r in references]},
+            meta={
+                "caption": text,
+                "row_id": self.rows.row_id(row),
+                "reference_row_ids": [self.rows.row_id(r) for r in references],
+            },
         )

@@ -97,13 +97,21 @@ def _specs(n: int, image_size: int, seed: int) -> list[tuple[str, str, Task, dic
     pool = TRIES_PER_EXAMPLE * n
 
     def common(k: int) -> dict:
-        return {"num_examples": pool, "seed": EVAL_SEED_OFFSET + 100 * seed + k, "image_size": image_size,
-                "split": "eval"}
+        return {
+            "num_examples": pool,
+            "seed": EVAL_SEED_OFFSET + 100 * seed + k,
+            "image_size": image_size,
+            "split": "eval",
+        }
 
     specs: list[tuple[str, str, Task, dict]] = [
         ("text_to_image", "in-domain", TextToImage(**common(0)), {"family": "text_to_image"}),
-        ("edge_to_image", "in-domain", Control(**common(1), condition="edge"),
-         {"family": "control", "control": "edge"}),
+        (
+            "edge_to_image",
+            "in-domain",
+            Control(**common(1), condition="edge"),
+            {"family": "control", "control": "edge"},
+        ),
         # Depth and mask fidelity need a depth/mask model on generated images; none ships offline, so these two rows
         # report SC/PQ (their scorer checks the condition against the world's ground truth).
         ("depth_to_image", "in-domain", Control(**common(2), condition="depth"), {}),
@@ -114,8 +122,12 @@ def _specs(n: int, image_size: int, seed: int) -> list[tuple[str, str, Task, dic
         ("styled_generation", "in-domain", StyledGeneration(**common(7)), {}),
         ("style_transfer", "in-domain", StyleTransfer(**common(8)), {}),
     ]
-    families = {"style_subject": "subject", "multi_subject": "subject", "control_subject": "subject",
-                "control_style": None}
+    families = {
+        "style_subject": "subject",
+        "multi_subject": "subject",
+        "control_subject": "subject",
+        "control_style": None,
+    }
     for k, composition in enumerate(COMPOSITIONS):
         task = ZeroShot(composition, pool, EVAL_SEED_OFFSET + 100 * seed + 10 + k, image_size)
         specs.append((composition.replace("_", "+"), "zero-shot", task, {"family": families[composition]}))
@@ -123,7 +135,9 @@ def _specs(n: int, image_size: int, seed: int) -> list[tuple[str, str, Task, dic
     return specs
 
 
-def _suite(name: str, specs: list[tuple[str, str, Task, dict]], n: int, wrap: Callable[[Task], Task] | None = None) -> Suite:
+def _suite(
+    name: str, specs: list[tuple[str, str, Task, dict]], n: int, wrap: Callable[[Task], Task] | None = None
+) -> Suite:
     used: set[str] = set()
     sets = []
     for set_name, split, task, extra in specs:

@@ -30,9 +30,9 @@ ART_STYLES = tuple(style for style in STYLES if style != NATURAL_STYLE)
 
 class TextToImage(DrawsFromWorld, TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s:
-        flavour: "natural" or "art" (sets the default templates and, in the world, whether a named art style is drawn).
-        split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
-            built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    flavour: "natural" or "art" (sets the default templates and, in the world, whether a named art style is drawn).
+    split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
+        built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     """
 
     name = "text_to_image"

@@ -88,8 +88,18 @@ def world_phrases() -> list[str]:
     """The world's own words, as the phrases its constants hold."""
     subjects = [part for s in SUBJECTS.values() for part in (s.name, s.category)]
     return [
-        *COLOURS, *BACKGROUNDS, *SHAPES, *SUBJECT_SHAPES, *PATTERNS, *POSITION_PHRASES.values(), *SIZES, *STYLES,
-        *subjects, *SUBJECT_KINDS.values(), *CONDITION_TEXT.values(), *EXTRA_WORDS,
+        *COLOURS,
+        *BACKGROUNDS,
+        *SHAPES,
+        *SUBJECT_SHAPES,
+        *PATTERNS,
+        *POSITION_PHRASES.values(),
+        *SIZES,
+        *STYLES,
+        *subjects,
+        *SUBJECT_KINDS.values(),
+        *CONDITION_TEXT.values(),
+        *EXTRA_WORDS,
     ]
 
 

@@ -164,15 +164,25 @@ STYLE_BLIND = {
 
 
 def content_split(scene: Scene, style: str = "flat") -> Split:
-    """"train" or "eval" for `scene` drawn in `style`: a pure function of what the picture shows (sha256 of the scene
+    """ "train" or "eval" for `scene` drawn in `style`: a pure function of what the picture shows (sha256 of the scene
     with the style's blind attributes blanked and its objects in a fixed order, so it is the same in every process
     and for look-alike scenes)."""
     blind = STYLE_BLIND.get(style, ())
     shown = (
         None if "background" in blind else scene.background,
         # sorted: the same objects listed in another order are the same picture
-        tuple(sorted((o.position, o.shape, o.size, None if "colour" in blind else o.colour,
-                      None if "pattern" in blind else o.pattern) for o in scene.objects)),
+        tuple(
+            sorted(
+                (
+                    o.position,
+                    o.shape,
+                    o.size,
+                    None if "colour" in blind else o.colour,
+                    None if "pattern" in blind else o.pattern,
+                )
+                for o in scene.objects
+            )
+        ),
     )
     digest = hashlib.sha256(repr(shown).encode()).digest()
     return "eval" if int.from_bytes(digest[:8], "big") % EVAL_SHARE == 0 else "train"

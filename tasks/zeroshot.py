@@ -64,9 +64,9 @@ CONTENT_STYLE = "flat"
 
 class ZeroShot(TemplatedTask):
     """Args beyond `zoo.task.TemplatedTask`'s (no `source`: the sets come from the world):
-        composition: which of the paper's four compositions.
-        subjects: subject names to draw from (None: all).
-        styles: styles to draw from (None: every style but "flat", the subjects' own look).
+    composition: which of the paper's four compositions.
+    subjects: subject names to draw from (None: all).
+    styles: styles to draw from (None: every style but "flat", the subjects' own look).
     """
 
     held_out: ClassVar[bool] = True
@@ -104,8 +104,10 @@ class ZeroShot(TemplatedTask):
 
     def _subject_items(self, marker: str, name: str, placements: list[tuple[str, str, str]]) -> list[ContextItem]:
         category = subject(name).category
-        return [ContextItem(marker, f"{marker} {category}", render(subject_scene(name, *p), self.image_size,
-                                                                   CONTENT_STYLE)) for p in placements]
+        return [
+            ContextItem(marker, f"{marker} {category}", render(subject_scene(name, *p), self.image_size, CONTENT_STYLE))
+            for p in placements
+        ]
 
     def _style_subject(self, index: int, rng: random.Random) -> Instruction:
         # (subject, style) pairs with an unseen placement in that style; every subject has some flat ones
@@ -117,9 +119,15 @@ class ZeroShot(TemplatedTask):
         text = self.fill(rng, subject=f"[ref#1] {category}", caption=placement_caption(category, *placement))
         references = self._subject_items("[ref#1]", name, reference_placements(name, placement, rng))
         return self._instruction(
-            text, [*references, self._style_image(style, rng)], scene, style,
-            {"text": [*object_checks(scene, "position", "size"), "background"],
-             "subject": object_checks(scene, "shape", "colour", "pattern"), "style": ["style"]},
+            text,
+            [*references, self._style_image(style, rng)],
+            scene,
+            style,
+            {
+                "text": [*object_checks(scene, "position", "size"), "background"],
+                "subject": object_checks(scene, "shape", "colour", "pattern"),
+                "style": ["style"],
+            },
             subjects=[name],
         )
 
@@ -139,18 +147,28 @@ class ZeroShot(TemplatedTask):
                 break
         markers = ("[ref#1]", "[ref#2]")
         categories = [subject(n).category for n in names]
-        placed = " and ".join(f"the {s} {m} {c} {POSITION_PHRASES[p]}"
-                              for m, c, p, s in zip(markers, categories, positions, sizes))
-        text = self.fill(rng, first=f"[ref#1] {categories[0]}", second=f"[ref#2] {categories[1]}",
-                         caption=f"{placed}, on a {background} background")
+        placed = " and ".join(
+            f"the {s} {m} {c} {POSITION_PHRASES[p]}" for m, c, p, s in zip(markers, categories, positions, sizes)
+        )
+        text = self.fill(
+            rng,
+            first=f"[ref#1] {categories[0]}",
+            second=f"[ref#2] {categories[1]}",
+            caption=f"{placed}, on a {background} background",
+        )
         context = []
         for marker, name, position in zip(markers, names, positions):
             elsewhere = [p for p in subject_placements(name, "train") if p[0] != position]
             context += self._subject_items(marker, name, [rng.choice(elsewhere)])
         return self._instruction(
-            text, context, scene, CONTENT_STYLE,
-            {"text": [*object_checks(scene, "position", "size"), "background"],
-             "subject": object_checks(scene, "shape", "colour", "pattern")},
+            text,
+            context,
+            scene,
+            CONTENT_STYLE,
+            {
+                "text": [*object_checks(scene, "position", "size"), "background"],
+                "subject": object_checks(scene, "shape", "colour", "pattern"),
+            },
             subjects=names,
         )
 
@@ -160,38 +178,72 @@ class ZeroShot(TemplatedTask):
         scene = subject_scene(name, *placement)
         category = subject(name).category
         # The text names the background only: where and how big come from the map, the look from the references.
-        text = self.fill(rng, subject=f"[ref#1] {category}", condition=CONDITION_TEXT[condition],
-                         caption=f"a {category} on a {scene.background} background")
-        control = ContextItem("[ref#2]", f"[ref#2] {CONDITION_TEXT[condition]}",
-                              control_map(condition, scene, self.image_size, rng, geometry_only=True))
+        text = self.fill(
+            rng,
+            subject=f"[ref#1] {category}",
+            condition=CONDITION_TEXT[condition],
+            caption=f"a {category} on a {scene.background} background",
+        )
+        control = ContextItem(
+            "[ref#2]",
+            f"[ref#2] {CONDITION_TEXT[condition]}",
+            control_map(condition, scene, self.image_size, rng, geometry_only=True),
+        )
         references = self._subject_items("[ref#1]", name, reference_placements(name, placement, rng))
         return self._instruction(
-            text, [*references, control], scene, CONTENT_STYLE,
-            {"text": ["background"], "subject": object_checks(scene, "shape", "colour", "pattern"),
-             "control": object_checks(scene, "position", "size")},
-            subjects=[name], condition=condition,
+            text,
+            [*references, control],
+            scene,
+            CONTENT_STYLE,
+            {
+                "text": ["background"],
+                "subject": object_checks(scene, "shape", "colour", "pattern"),
+                "control": object_checks(scene, "position", "size"),
+            },
+            subjects=[name],
+            condition=condition,
         )
 
     def _control_style(self, index: int, rng: random.Random) -> Instruction:
         style, condition = rng.choice(self.styles), rng.choice(CONTROLS)
         scene = self.world.scene(index, (style,))
         text = self.fill(rng, condition=CONDITION_TEXT[condition], caption=control_caption(scene))
-        control = ContextItem("[ref#1]", f"[ref#1] {CONDITION_TEXT[condition]}",
-                              control_map(condition, scene, self.image_size, rng))
+        control = ContextItem(
+            "[ref#1]", f"[ref#1] {CONDITION_TEXT[condition]}", control_map(condition, scene, self.image_size, rng)
+        )
         return self._instruction(
-            text, [control, self._style_image(style, rng)], scene, style,
-            {"text": [*object_checks(scene, "colour", "pattern"), "background"],
-             "control": object_checks(scene, "shape", "position", "size"), "style": ["style"]},
+            text,
+            [control, self._style_image(style, rng)],
+            scene,
+            style,
+            {
+                "text": [*object_checks(scene, "colour", "pattern"), "background"],
+                "control": object_checks(scene, "shape", "position", "size"),
+                "style": ["style"],
+            },
             condition=condition,
         )
 
-    def _instruction(self, text: str, context: list[ContextItem], scene: Scene, style: str,
-                     conditions: dict[str, list[str]], **meta: object) -> Instruction:
+    def _instruction(
+        self,
+        text: str,
+        context: list[ContextItem],
+        scene: Scene,
+        style: str,
+        conditions: dict[str, list[str]],
+        **meta: object,
+    ) -> Instruction:
         return Instruction(
             text=text,
             context=context,
             target=render(scene, self.image_size, style),
             task=self.name,
-            meta={"composition": self.composition, "scene": asdict(scene), "style": style, "caption": caption(scene),
-                  "conditions": conditions, **meta},
+            meta={
+                "composition": self.composition,
+                "scene": asdict(scene),
+                "style": style,
+                "caption": caption(scene),
+                "conditions": conditions,
+                **meta,
+            },
         )

@@ -29,18 +29,35 @@ def tiny_recipe(root: Path, **model: Any) -> dict[str, Any]:
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True, "every_n_train_steps": 1, "save_top_k": -1}},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 1, "save_top_k": -1},
+                },
             ],
         },
-        "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5", "text_max_length": 32, "learning_rate": 1e-3, "drop_text_and_context": 0.0, "drop_context": 0.0, **model},
+        "model": {
+            "unet": "tiny",
+            "text_encoder": "builtin:tiny-t5",
+            "text_max_length": 32,
+            "learning_rate": 1e-3,
+            "drop_text_and_context": 0.0,
+            "drop_context": 0.0,
+            **model,
+        },
         "data": {
             "image_size": 16,
             "batch_size": 2,
             "samples_per_epoch": 4,
             "val_samples": 2,
             "tasks": [
-                {"class_path": "tasks.subject_driven.SubjectDriven", "init_args": {"num_examples": 40, "seed": 0, "image_size": 16}},
-                {"class_path": "tasks.styled_generation.StyledGeneration", "init_args": {"num_examples": 40, "seed": 1, "image_size": 16}},
+                {
+                    "class_path": "tasks.subject_driven.SubjectDriven",
+                    "init_args": {"num_examples": 40, "seed": 0, "image_size": 16},
+                },
+                {
+                    "class_path": "tasks.styled_generation.StyledGeneration",
+                    "init_args": {"num_examples": 40, "seed": 1, "image_size": 16},
+                },
             ],
         },
     }
@@ -55,7 +72,12 @@ def run_zoo(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -
     """`python -m zoo ARGS` from the repository root (so `zoo` and `tasks` import from this checkout)."""
     full_env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "zoo", *args], cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "zoo", *args],
+        cwd=REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

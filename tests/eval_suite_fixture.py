@@ -42,7 +42,9 @@ def suite(n: int, image_size: int, seed: int = 0) -> Suite:
         sets=[
             EvalSet("text_to_image", "in-domain", TextToImage(**common), family="text_to_image"),
             EvalSet("subject_driven", "in-domain", SubjectDriven(**common), family="subject"),
-            EvalSet("edge_to_image", "in-domain", Control(**common, condition="edge"), family="control", control="edge"),
+            EvalSet(
+                "edge_to_image", "in-domain", Control(**common, condition="edge"), family="control", control="edge"
+            ),
             EvalSet("style+subject", "zero-shot", ZeroShot("style_subject", **common), family="subject"),
         ],
         score=score,
@@ -58,7 +60,7 @@ def draw(side: str, colour: tuple[float, float, float], size: int) -> torch.Tens
     """A white square in the `side` half of a `colour` background, (3, size, size) in [-1, 1]."""
     image = torch.tensor(colour).view(3, 1, 1).expand(3, size, size).clone()
     left = 1 if side == "left" else size // 2 + 1
-    image[:, size // 4:3 * size // 4, left:left + size // 2 - 2] = 1.0
+    image[:, size // 4 : 3 * size // 4, left : left + size // 2 - 2] = 1.0
     return image
 
 
@@ -68,7 +70,7 @@ def colour_of(k: int) -> tuple[float, float, float]:
 
 
 def fake_score(meta: dict, image: torch.Tensor) -> Rating:
-    """"text": the brighter half is the square's side; "subject": a corner (background) within 0.1 of the colour."""
+    """ "text": the brighter half is the square's side; "subject": a corner (background) within 0.1 of the colour."""
     half = image.shape[-1] // 2
     left_brighter = image[..., :half].mean() > image[..., half:].mean()
     right_brighter = image[..., half:].mean() > image[..., :half].mean()
@@ -91,13 +93,20 @@ def fake_instructions(n: int, size: int, with_reference: bool, offset: int = 0) 
             colour = colour_of(k)
             plain = torch.tensor(colour).view(3, 1, 1).expand(3, size, size)
             reference = ContextItem("[ref#1]", "[ref#1] background", (plain + 1) / 2)
-            examples.append(Instruction(
-                f"Draw a square on the {side} over the background of [ref#1]", [reference],
-                target=(draw(side, colour, size) + 1) / 2, meta={"side": side, "colour": colour},
-            ))
+            examples.append(
+                Instruction(
+                    f"Draw a square on the {side} over the background of [ref#1]",
+                    [reference],
+                    target=(draw(side, colour, size) + 1) / 2,
+                    meta={"side": side, "colour": colour},
+                )
+            )
         else:
-            examples.append(Instruction(f"Draw a square on the {side}", target=(draw(side, GREY, size) + 1) / 2,
-                                        meta={"side": side}))
+            examples.append(
+                Instruction(
+                    f"Draw a square on the {side}", target=(draw(side, GREY, size) + 1) / 2, meta={"side": side}
+                )
+            )
     return examples
 
 

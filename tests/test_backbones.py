@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import IMAGE_SIZE, TEXT_MAX_LENGTH, build_tiny_model
 from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
-from conftest import IMAGE_SIZE, TEXT_MAX_LENGTH, build_tiny_model
 from zoo.instruction import collate_instructions
 from zoo.lit.module import InstructImagen
 from zoo.models.presets import PRESETS, count_parameters, paper_base128, resolve_unet_config
@@ -117,7 +117,9 @@ def test_if_format_round_trip_gives_identical_outputs(tmp_path: Path, task_instr
 
 def test_init_from_a_lightning_checkpoint(tmp_path: Path) -> None:
     source = build_tiny_model(seed=3)
-    torch.save({"state_dict": {k: v for k, v in source.state_dict().items() if "context_layers" not in k}}, tmp_path / "a.ckpt")
+    torch.save(
+        {"state_dict": {k: v for k, v in source.state_dict().items() if "context_layers" not in k}}, tmp_path / "a.ckpt"
+    )
     model = build_tiny_model(seed=4, init_from=str(tmp_path / "a.ckpt"))
     assert model.init_report.kind == "lightning"
     for key, value in source.model.unet.state_dict().items():
@@ -130,7 +132,10 @@ def test_init_from_wrong_shapes_lists_keys_and_both_shapes(tmp_path: Path) -> No
     with pytest.raises(ValueError) as info:
         build_tiny_model(unet=if_shaped_config(), init_from=str(tmp_path / "unet.safetensors"))
     message = str(info.value)
-    assert "mismatched shapes" in message and "model.unet.conv_in.weight: file (16, 3, 3, 3) vs model (32, 3, 3, 3)" in message
+    assert (
+        "mismatched shapes" in message
+        and "model.unet.conv_in.weight: file (16, 3, 3, 3) vs model (32, 3, 3, 3)" in message
+    )
 
 
 def test_init_from_a_folder_whose_config_differs_names_the_fields(tmp_path: Path) -> None:
@@ -147,7 +152,9 @@ def test_init_from_missing_keys_and_pickles_are_refused(tmp_path: Path) -> None:
         build_tiny_model(init_from=str(tmp_path / "m.ckpt"))
     folder = tmp_path / "bin"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **resolve_unet_config("tiny")}))
+    (folder / "config.json").write_text(
+        json.dumps({"_class_name": "UNet2DConditionModel", **resolve_unet_config("tiny")})
+    )
     (folder / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ValueError, match="pickle files are never loaded"):
         build_tiny_model(init_from=str(folder))
@@ -182,10 +189,14 @@ def write_tiny_bert(folder: Path) -> None:
 
     folder.mkdir(parents=True)
     words = "draw a red blue circle square in the style of image toy".split()
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", "#", *words, *"0123456789"]))
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", "#", *words, *"0123456789"])
+    )
     BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    ).save_pretrained(folder)
 
 
 def test_bert_encoder_with_added_marker_tokens(tmp_path: Path) -> None:
@@ -215,12 +226,33 @@ def test_class_path_text_encoder_through_lightning_cli_and_checkpoint_reload(tmp
 
     recipe = {
         "seed_everything": 0,
-        "trainer": {"default_root_dir": str(tmp_path), "max_steps": 1, "limit_val_batches": 0, "logger": False,
-                    "enable_progress_bar": False, "accelerator": "cpu"},
-        "model": {"unet": "tiny", "text_encoder": {"class_path": "zoo.models.text.TextEncoder",
-                                                   "init_args": {"name_or_path": "builtin:tiny-t5", "max_length": 16, "seed": 5}}},
-        "data": {"image_size": IMAGE_SIZE, "batch_size": 2, "samples_per_epoch": 2, "val_samples": 2,
-                 "tasks": [{"class_path": "tasks.text_to_image.TextToImage", "init_args": {"num_examples": 40, "image_size": IMAGE_SIZE}}]},
+        "trainer": {
+            "default_root_dir": str(tmp_path),
+            "max_steps": 1,
+            "limit_val_batches": 0,
+            "logger": False,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+        },
+        "model": {
+            "unet": "tiny",
+            "text_encoder": {
+                "class_path": "zoo.models.text.TextEncoder",
+                "init_args": {"name_or_path": "builtin:tiny-t5", "max_length": 16, "seed": 5},
+            },
+        },
+        "data": {
+            "image_size": IMAGE_SIZE,
+            "batch_size": 2,
+            "samples_per_epoch": 2,
+            "val_samples": 2,
+            "tasks": [
+                {
+                    "class_path": "tasks.text_to_image.TextToImage",
+                    "init_args": {"num_examples": 40, "image_size": IMAGE_SIZE},
+                }
+            ],
+        },
     }
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
     assert main(["fit", "--config", str(tmp_path / "r.yaml")]) == 0
@@ -288,9 +320,21 @@ def test_cache_text_command(tmp_path: Path, capsys) -> None:
 
     recipe = {
         "trainer": {"logger": False, "accelerator": "cpu"},
-        "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5", "text_max_length": 16, "text_cache": str(tmp_path / "cache")},
-        "data": {"image_size": IMAGE_SIZE, "tasks": [
-            {"class_path": "tasks.styled_generation.StyledGeneration", "init_args": {"num_examples": 40, "image_size": IMAGE_SIZE}}]},
+        "model": {
+            "unet": "tiny",
+            "text_encoder": "builtin:tiny-t5",
+            "text_max_length": 16,
+            "text_cache": str(tmp_path / "cache"),
+        },
+        "data": {
+            "image_size": IMAGE_SIZE,
+            "tasks": [
+                {
+                    "class_path": "tasks.styled_generation.StyledGeneration",
+                    "init_args": {"num_examples": 40, "image_size": IMAGE_SIZE},
+                }
+            ],
+        },
     }
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
     assert main(["cache-text", "--config", str(tmp_path / "r.yaml"), "--limit", "5"]) == 0

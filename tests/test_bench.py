@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cli_helpers import REPO_ROOT
 
 SMALLEST = {
@@ -17,11 +16,37 @@ SMALLEST = {
     "vs_ifpipeline.py": ["--batch", "1", "--steps", "2", "--repeats", "1"],
     "fast_solver.py": ["--num", "3", "--ddpm-steps", "3", "--fast-steps", "2"],  # no --ckpt: an untrained tiny model
     "lora_vs_full.py": ["--preset", "tiny", "--steps", "3", "--batch", "2"],
-    "time_to_quality.py": ["--minutes", "0.3", "--every", "0.15", "--n", "2", "--steps", "2", "--out", "ttq", "--variant",
-                           "tiny=--model.unet tiny --model.text_encoder builtin:tiny-t5 --data.image_size 16 "
-                           "--data.batch_size 2 --data.num_workers 0 --model.init_from null"],
-    "data_throughput.py": ["--sizes", "32", "--samples", "8", "--batch-size", "4", "--workers", "0", "--unet", "tiny",
-                           "--text-encoder", "builtin:tiny-t5", "--steps", "1"],
+    "time_to_quality.py": [
+        "--minutes",
+        "0.3",
+        "--every",
+        "0.15",
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        "ttq",
+        "--variant",
+        "tiny=--model.unet tiny --model.text_encoder builtin:tiny-t5 --data.image_size 16 "
+        "--data.batch_size 2 --data.num_workers 0 --model.init_from null",
+    ],
+    "data_throughput.py": [
+        "--sizes",
+        "32",
+        "--samples",
+        "8",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--unet",
+        "tiny",
+        "--text-encoder",
+        "builtin:tiny-t5",
+        "--steps",
+        "1",
+    ],
 }
 
 
@@ -34,7 +59,11 @@ def test_benchmark_runs_to_its_headline(script: str, tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / script), *SMALLEST[script]],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1].lower()

@@ -11,9 +11,9 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-
 from cli_helpers import run_zoo, tiny_recipe, write_recipe
 from conftest import build_tiny_model
+
 from zoo.checkpoint_io import CheckpointError, load_checkpoint
 from zoo.cli import main as zoo_main
 
@@ -35,8 +35,12 @@ def malicious(tmp_path_factory) -> tuple[Path, Path]:
     model, marker = build_tiny_model(), root / "pwned"
     path = root / "evil.ckpt"
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-         "pytorch-lightning_version": lightning.__version__, "payload": MakesMarker(marker)},
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "payload": MakesMarker(marker),
+        },
         path,
     )
     torch.load(path, weights_only=False)  # the file really does run code when it is trusted ...
@@ -67,10 +71,27 @@ def cli_cases(tmp: Path, evil: Path) -> dict[str, list[str]]:
     recipe = str(write_recipe(tmp / "tiny.yaml", tiny_recipe(tmp / "run")))
     return {
         "generate --ckpt": ["generate", "Draw a red circle", "--ckpt", str(evil), "--out", str(tmp / "g")],
-        "generate --sr-ckpt": ["generate", "Draw a red circle", "--ckpt", str(evil), "--sr-ckpt", str(evil),
-                               "--out", str(tmp / "g")],
-        "evaluate --ckpt": ["evaluate", "--ckpt", str(evil), "--features", "handcrafted", "--n", "1",
-                            "--out", str(tmp / "e")],
+        "generate --sr-ckpt": [
+            "generate",
+            "Draw a red circle",
+            "--ckpt",
+            str(evil),
+            "--sr-ckpt",
+            str(evil),
+            "--out",
+            str(tmp / "g"),
+        ],
+        "evaluate --ckpt": [
+            "evaluate",
+            "--ckpt",
+            str(evil),
+            "--features",
+            "handcrafted",
+            "--n",
+            "1",
+            "--out",
+            str(tmp / "e"),
+        ],
         "rate export --ckpt": ["rate", "export", "--ckpt", str(evil), "--n", "1", "--out", str(tmp / "r")],
         "fit --ckpt_path": ["fit", "--config", recipe, "--ckpt_path", str(evil)],
         "validate --ckpt_path": ["validate", "--config", recipe, "--ckpt_path", str(evil)],
@@ -91,8 +112,15 @@ def test_every_cli_entry_point_refuses_a_malicious_checkpoint(entry, malicious, 
 def test_python_m_zoo_generate_prints_one_line_with_the_variable_set(malicious, tmp_path) -> None:
     """The issue's report, end to end: a fresh process, the variable set, `python -m zoo generate --ckpt`."""
     evil, marker = malicious
-    result = run_zoo("generate", "Draw a red circle", "--ckpt", str(evil), "--out", str(tmp_path),
-                     env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    result = run_zoo(
+        "generate",
+        "Draw a red circle",
+        "--ckpt",
+        str(evil),
+        "--out",
+        str(tmp_path),
+        env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"},
+    )
     assert result.returncode == 2
     assert_refused(result.stderr, result.stdout, evil, marker)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -128,8 +156,11 @@ def test_damaged_and_foreign_files_are_one_line_errors(tmp_path) -> None:
     truncated.write_bytes(truncated.read_bytes()[:2000])
     not_a_dict = tmp_path / "tensor.ckpt"
     torch.save(torch.zeros(2), not_a_dict)
-    cases = {truncated: "not a readable checkpoint", not_a_dict: "not a checkpoint (it holds a Tensor)",
-             tmp_path / "missing.ckpt": "no such file"}
+    cases = {
+        truncated: "not a readable checkpoint",
+        not_a_dict: "not a checkpoint (it holds a Tensor)",
+        tmp_path / "missing.ckpt": "no such file",
+    }
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match="^--ckpt ") as caught:
             load_checkpoint(path, "--ckpt")
@@ -143,8 +174,14 @@ def test_a_real_checkpoint_still_loads_with_the_variable_set(tmp_path, monkeypat
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     model = build_tiny_model()
     path = tmp_path / "good.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": lightning.__version__}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        path,
+    )
     loaded = load_module(InstructImagen, path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"

@@ -63,8 +63,9 @@ def leaks(training: list[Instruction], evaluation: list[Instruction]) -> list[st
 
 @pytest.fixture(scope="module")
 def training() -> list[Instruction]:
-    return [task[i] for recipe in ("stage1.yaml", "stage2.yaml") for task in recipe_tasks(recipe)
-            for i in range(len(task))]
+    return [
+        task[i] for recipe in ("stage1.yaml", "stage2.yaml") for task in recipe_tasks(recipe) for i in range(len(task))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,7 @@ def test_the_split_is_a_stable_share_of_what_a_scene_shows() -> None:
 def test_no_evaluation_target_or_caption_occurs_in_training(training, suite) -> None:
     evaluation = [i for s in suite.sets for i in s.instructions]
     assert leaks(training, evaluation) == []
+
     # The picture level covers every index, not just the slice: training targets are train pictures, eval ones eval.
     def splits(instructions: list[Instruction]) -> set[str]:
         return {content_split(scene_from_dict(i.meta["scene"]), i.meta["style"]) for i in instructions}

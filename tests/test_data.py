@@ -6,11 +6,11 @@ import warnings
 from collections import Counter
 
 import pytest
+from conftest import IMAGE_SIZE, build_tiny_model
+from fake_tasks import BadRows, Flaky
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from conftest import IMAGE_SIZE, build_tiny_model
-from fake_tasks import BadRows, Flaky
 from tasks.styled_generation import StyledGeneration
 from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
@@ -109,10 +109,17 @@ class Record(Callback):
 
 def fit(tmp_path, max_steps: int, record: Record, ckpt_path: str | None = None) -> Trainer:
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=max_steps, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        default_root_dir=tmp_path,
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
         callbacks=[
-            record, DataCounts(), ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
+            record,
+            DataCounts(),
+            ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True),
         ],
     )
     # Context tasks and no condition dropout: every batch has a context (the model is not what this test is about).
@@ -211,8 +218,13 @@ def test_bad_rows_anywhere_do_not_stop_fit(position: str, tmp_path) -> None:
 
     seen = Seen()
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=4, val_check_interval=2, accelerator="cpu", logger=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_steps=4,
+        val_check_interval=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[seen, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
     )
     data = datamodule([BadRows(rows, bad)], batch_size=2, samples_per_epoch=8, val_samples=4, val_fraction=val_fraction)

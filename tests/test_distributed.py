@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from cli_helpers import run_zoo, tiny_recipe, write_recipe
 from conftest import build_tiny_model
+
 from zoo.lit.fsdp import LoraWrapPolicy, adapter_only
 
 
 def test_ddp_on_two_cpu_processes_gives_each_rank_different_data(tmp_path) -> None:
     recipe = tiny_recipe(tmp_path / "run")
     recipe["trainer"].update(max_steps=2, devices=2, strategy="ddp")
-    recipe["trainer"]["callbacks"].append({"class_path": "cli_helpers.DumpBatchTexts", "init_args": {"folder": str(tmp_path / "texts")}})
+    recipe["trainer"]["callbacks"].append(
+        {"class_path": "cli_helpers.DumpBatchTexts", "init_args": {"folder": str(tmp_path / "texts")}}
+    )
     result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "ddp.yaml", recipe)))
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = (tmp_path / "texts" / "rank0.txt").read_text().splitlines()
@@ -79,10 +81,19 @@ def test_recipe_strategy_name_fsdp_lora_builds_the_lora_strategy(tmp_path) -> No
     recipe = tiny_recipe(tmp_path / "run", lora={"rank": 2})
     recipe["trainer"].update(devices=2, strategy="fsdp_lora")
     args = ["--config", str(write_recipe(tmp_path / "fsdp.yaml", recipe))]
-    cli = ZooCLI(LightningModule, InstructionDataModule, subclass_mode_model=True, parser_kwargs={"parser_mode": PARSER_MODE}, run=False, args=args)
+    cli = ZooCLI(
+        LightningModule,
+        InstructionDataModule,
+        subclass_mode_model=True,
+        parser_kwargs={"parser_mode": PARSER_MODE},
+        run=False,
+        args=args,
+    )
     strategy = cli.trainer.strategy
     assert isinstance(strategy, FSDPStrategyForLoRA)
-    assert isinstance(strategy.kwargs["auto_wrap_policy"], LoraWrapPolicy) and strategy.kwargs["use_orig_params"] is True
+    assert (
+        isinstance(strategy.kwargs["auto_wrap_policy"], LoraWrapPolicy) and strategy.kwargs["use_orig_params"] is True
+    )
     # and from the command line, where only `python -m zoo` has imported anything
     result = run_zoo("fit", *args, "--trainer.devices", "1", "--trainer.max_steps", "1")
     assert "invalid strategy name" not in result.stderr

@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-
 from eval_suite_fixture import FakeModel, draw
+
 from zoo.cli import main
 from zoo.eval import evaluate as evaluate_module
 from zoo.eval.bootstrap import mean_interval, separation, table4_intervals
@@ -146,7 +146,8 @@ def test_comparisons_state_beats_only_when_the_interval_excludes_zero(report) ->
     assert verdicts[("blind", "good2")]["zero-shot"]["SC"]["verdict"] == "good2 beats blind"
     versus_chance = next(c for c in results["comparisons"] if c["a"] == "good" and c["b"] == "mean colour")
     assert versus_chance["b is baseline"] and versus_chance["averages"]["in-domain"]["SC"]["verdict"] == (
-        "good beats baseline mean colour")
+        "good beats baseline mean colour"
+    )
     assert "- `good` vs `blind`, in-domain SC: **good beats blind** (+0.50 [" in markdown
     assert "- `good` vs `good2`, in-domain SC: **no separation** (+0.00 [+0.00, +0.00])" in markdown
     assert "| good | *mean colour* | +1.00 [+1.00, +1.00]: good beats baseline mean colour |" in markdown
@@ -165,7 +166,7 @@ def test_intervals_attribute_rates_and_the_editing_table(report) -> None:
     assert set(good["averages"]) == {"in-domain", "zero-shot", "editing"}
     assert good["averages"]["in-domain"]["sets"] == 2 and good["averages"]["editing"]["sets"] == 1
     assert markdown.index("## Editing") > markdown.index("## Zero-shot")
-    editing_table = markdown[markdown.index("## Editing"):].split("\n## ")[0]
+    editing_table = markdown[markdown.index("## Editing") :].split("\n## ")[0]
     assert "| recolour ⚑ | good |" in editing_table and "square+colour" not in editing_table
 
 
@@ -177,7 +178,7 @@ def test_pq_excludes_every_copy_of_the_examples_target() -> None:
     c, c2 = draw("left", (0.6, 0.4, 0.0), SIZE), draw("left", (0.6, 0.45, 0.0), SIZE)
     pq = RealismPQ(HandcraftedFeatures(), torch.stack([a, a.clone(), b, b2, c, c2]))
     assert pq.copies[0] == [0, 1] and pq.copies[2] == [2]
-    copy_of_a, = pq(a[None], [0])
+    (copy_of_a,) = pq(a[None], [0])
     assert copy_of_a < 1.0  # with only its own index excluded, the copy at index 1 gave a perfect 1
     assert pq(a[None], [1]) == [copy_of_a]
     assert pq(b[None], [0]) == [1.0]  # a genuine image of another example is still genuine

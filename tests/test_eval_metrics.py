@@ -20,7 +20,7 @@ from zoo.instruction import ContextItem, Instruction
 def square_image(left: int = 4, size: int = 16) -> torch.Tensor:
     """A white square of side 6 on black, (3, size, size) in [-1, 1]."""
     image = -torch.ones(3, size, size)
-    image[:, 5:11, left:left + 6] = 1
+    image[:, 5:11, left : left + 6] = 1
     return image
 
 
@@ -136,7 +136,9 @@ def test_dino_loads_from_a_local_folder_and_pins_its_preprocessing(tmp_path) -> 
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
     Dinov2Model(config).save_pretrained(tmp_path)
     BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
     features = load_features(str(tmp_path))
@@ -176,7 +178,9 @@ def test_families_name_metrics_by_their_features_and_score_perfect_generations()
     masks = [torch.zeros(1, 16, 16) for _ in targets]
     for mask in masks:
         mask[:, :8] = 1
-    items = [Instruction(f"Draw example {k}", target=t, mask=m, task="edit") for k, (t, m) in enumerate(zip(targets, masks))]
+    items = [
+        Instruction(f"Draw example {k}", target=t, mask=m, task="edit") for k, (t, m) in enumerate(zip(targets, masks))
+    ]
     perfect = torch.stack([i.target for i in items])
     features = [PixelFeatures()]
 
@@ -185,9 +189,13 @@ def test_families_name_metrics_by_their_features_and_score_perfect_generations()
     assert editing["I-sim[test: raw pixels]"] == pytest.approx(1.0)
     assert editing["I-sim[test: raw pixels] in mask"] == pytest.approx(1.0)
 
-    control, notes = standard_metrics(EvalSet("edges", "in-domain", items, family="control", control="edge"), perfect, features)
+    control, notes = standard_metrics(
+        EvalSet("edges", "in-domain", items, family="control", control="edge"), perfect, features
+    )
     assert control["edge F1"] == 1.0 and any("Canny" in note for note in notes)
-    _, notes = standard_metrics(EvalSet("depth", "in-domain", items, family="control", control="depth"), perfect, features)
+    _, notes = standard_metrics(
+        EvalSet("depth", "in-domain", items, family="control", control="depth"), perfect, features
+    )
     assert any("no depth annotator" in note for note in notes)
 
     t2i, _ = standard_metrics(EvalSet("t2i", "in-domain", items, family="text_to_image"), perfect, features)
@@ -243,7 +251,11 @@ def test_overall_follows_table_4() -> None:
     assert overall(0.86, 0.66) == pytest.approx(0.75, abs=0.005)  # Depth2Img, Instruct-Imagen (paper Table 4)
     row = summarise_set([1, 0.5, 1, 0], [1, 1, 0.5, 0.5])
     assert {k: row[k] for k in ("SC", "PQ", "O", "accuracy")} == {
-        "SC": 0.625, "PQ": 0.75, "O": pytest.approx(math.sqrt(0.625 * 0.75)), "accuracy": 0.5}
+        "SC": 0.625,
+        "PQ": 0.75,
+        "O": pytest.approx(math.sqrt(0.625 * 0.75)),
+        "accuracy": 0.5,
+    }
     assert row["intervals"]["SC"][0] < 0.625 < row["intervals"]["SC"][1]
     sets = [
         {"split": "in-domain", "SC": 1.0, "PQ": 0.5, "O": 0.7, "examples": [{"SC": 1.0, "PQ": 0.5}] * 2},
@@ -273,7 +285,8 @@ def test_clip_loads_from_a_local_folder_and_names_its_metrics_clip(tmp_path) -> 
     tiny = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = CLIPConfig(
         text_config={**tiny, "vocab_size": len(vocab), "max_position_embeddings": 16},
-        vision_config={**tiny, "image_size": 32, "patch_size": 8}, projection_dim=8,
+        vision_config={**tiny, "image_size": 32, "patch_size": 8},
+        projection_dim=8,
     )
     CLIPModel(config).save_pretrained(tmp_path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)

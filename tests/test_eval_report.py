@@ -9,10 +9,10 @@ import json
 
 import pytest
 import torch
+from conftest import IMAGE_SIZE, build_tiny_model
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
-from conftest import IMAGE_SIZE, build_tiny_model
 from zoo.cli import main
 from zoo.eval.rating import import_ratings
 from zoo.instruction import collate_instructions
@@ -27,10 +27,16 @@ def checkpoint(tmp_path_factory) -> str:
     from tasks.styled_generation import StyledGeneration
 
     model = build_tiny_model()
-    loader = DataLoader(StyledGeneration(num_examples=4, image_size=IMAGE_SIZE), batch_size=4, collate_fn=collate_instructions)
+    loader = DataLoader(
+        StyledGeneration(num_examples=4, image_size=IMAGE_SIZE), batch_size=4, collate_fn=collate_instructions
+    )
     trainer = Trainer(
-        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
     )
     trainer.fit(model, loader)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
@@ -65,9 +71,19 @@ def test_evaluate_writes_a_reproducible_table_4_report(checkpoint, tmp_path, cap
     assert ablation["text_to_image"]["drop"] is None and ablation["subject_driven"]["drop"] is not None
 
     markdown = (first / "report.md").read_text()
-    for text in ("## In-domain", "## Zero-shot", "| subject_driven", "**Average**", "I-sim[stand-in", "FD[",
-                 "*mean colour* (baseline)", "## Context ablation", "| subject_driven | in-domain | A |",
-                 "## Comparisons", "`A` vs `B`, in-domain SC: **no separation**"):
+    for text in (
+        "## In-domain",
+        "## Zero-shot",
+        "| subject_driven",
+        "**Average**",
+        "I-sim[stand-in",
+        "FD[",
+        "*mean colour* (baseline)",
+        "## Context ablation",
+        "| subject_driven | in-domain | A |",
+        "## Comparisons",
+        "`A` vs `B`, in-domain SC: **no separation**",
+    ):
         assert text in markdown
     assert "CLIP-I" not in markdown and "FID" not in markdown  # stand-ins never carry the real metric's name
     assert markdown in printed and "Report written to" in printed  # the tables are printed, too
@@ -117,7 +133,25 @@ def fill(sheet, out, sc: str, pq: str, bad: tuple[int, str, str] | None = None) 
 
 def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> None:
     export = tmp_path / "export"
-    assert main(["rate", "export", "--ckpt", f"mine={checkpoint}", "--suite", SUITE, "--n", "2", "--steps", "2", "--out", str(export)]) == 0
+    assert (
+        main(
+            [
+                "rate",
+                "export",
+                "--ckpt",
+                f"mine={checkpoint}",
+                "--suite",
+                SUITE,
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--out",
+                str(export),
+            ]
+        )
+        == 0
+    )
     assert "Rating sheet written to" in capsys.readouterr().out
     with open(export / "sheet.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -125,12 +159,20 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     assert all((export / r["image"]).is_file() for r in rows)
     assert (export / "GUIDELINES.md").is_file()
 
-    rater_a, rater_b = fill(export / "sheet.csv", tmp_path / "a.csv", "1", "0.5"), fill(export / "sheet.csv", tmp_path / "b.csv", "0", "0.5")
+    rater_a, rater_b = (
+        fill(export / "sheet.csv", tmp_path / "a.csv", "1", "0.5"),
+        fill(export / "sheet.csv", tmp_path / "b.csv", "0", "0.5"),
+    )
     assert main(["rate", "import", rater_a, rater_b, "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["source"] == "human ratings (2 raters)"
     (model,) = report["models"]
-    assert [row["name"] for row in model["sets"]] == ["text_to_image", "subject_driven", "edge_to_image", "style+subject"]
+    assert [row["name"] for row in model["sets"]] == [
+        "text_to_image",
+        "subject_driven",
+        "edge_to_image",
+        "style+subject",
+    ]
     for row in model["sets"]:
         assert row["SC"] == 0.5 and row["PQ"] == 0.5 and row["O"] == pytest.approx(0.5) and row["accuracy"] == 0
     assert "## Zero-shot" in (tmp_path / "report" / "report.md").read_text()
@@ -141,7 +183,9 @@ def test_rating_export_fill_import_round_trip(checkpoint, tmp_path, capsys) -> N
     assert average["intervals"]["SC"] == (1.0, 1.0)  # human ratings get intervals too
 
 
-@pytest.mark.parametrize(("column", "value", "message"), [("PQ", "2", "'2' is not a rating"), ("SC", "", "empty is not a rating")])
+@pytest.mark.parametrize(
+    ("column", "value", "message"), [("PQ", "2", "'2' is not a rating"), ("SC", "", "empty is not a rating")]
+)
 def test_bad_sheet_values_name_the_row_and_column(checkpoint, tmp_path, capsys, column, value, message) -> None:
     header = "model,task,split,id,image,references,instruction,SC,PQ\n"
     rows = "".join(f"m,t,in-domain,{k},x.png,,Draw,1,1\n" for k in range(3))

@@ -7,19 +7,21 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from eval_suite_fixture import FakeModel
+
 from experiments.ablations import ORDER, QUICK, main, render
 from zoo.eval import evaluate as evaluate_module
 
 
 def test_the_report_states_intervals_baselines_the_context_ablation_and_verdicts(tmp_path, monkeypatch) -> None:
     # instructed and stage1+instructed read their context; raw-inputs never does
-    monkeypatch.setattr(evaluate_module, "load_model", lambda path: FakeModel(
-        "blind" if path.stem == "raw-inputs" else "good", 16))
+    monkeypatch.setattr(
+        evaluate_module, "load_model", lambda path: FakeModel("blind" if path.stem == "raw-inputs" else "good", 16)
+    )
     checkpoints = {name: tmp_path / f"{name}.ckpt" for name in ORDER}
-    evaluate_module.evaluate(checkpoints, "eval_suite_fixture:fake_suite", tmp_path / "eval", n=6,
-                             features=["handcrafted"])
+    evaluate_module.evaluate(
+        checkpoints, "eval_suite_fixture:fake_suite", tmp_path / "eval", n=6, features=["handcrafted"]
+    )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     models = {m["label"]: m for m in report["models"]}
     args = SimpleNamespace(quick=True, seed=0, threads=1, work=tmp_path)
@@ -31,8 +33,10 @@ def test_the_report_states_intervals_baselines_the_context_ablation_and_verdicts
     assert "| raw-inputs | Table 4: multi-task, no instructions | 0.500 [0.500, 0.500] | " in text
     assert "| *mean colour* | chance baseline | 0.000 [0.000, 0.000] | " in text
     assert "| *first reference* | chance baseline over 1 of 2 sets | " in text
-    assert ("- Table 4: instructions beat raw inputs — `instructed` − `raw-inputs`, in-domain: "
-            "SC +0.500 [+0.500, +0.500]: **instructed beats raw-inputs**") in text
+    assert (
+        "- Table 4: instructions beat raw inputs — `instructed` − `raw-inputs`, in-domain: "
+        "SC +0.500 [+0.500, +0.500]: **instructed beats raw-inputs**"
+    ) in text
     assert "— `stage1+instructed` − `instructed`, zero-shot: SC +0.000 [+0.000, +0.000]: **no separation**" in text
     assert "- `raw-inputs` against chance, in-domain SC: beats 3 of 4 chance baselines" in text  # not first reference
     assert "- `raw-inputs`: 3 of 4 sets — square+colour, colour zero-shot, recolour" in text

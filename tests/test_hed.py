@@ -64,7 +64,9 @@ def test_keras_weights_load_into_hed_and_map_an_image_to_edge_probabilities(weig
     with h5py.File(weights) as file:
         kernel, bias = file["block3/layers/conv2d_2/vars/0"][()], file["block3/layers/conv2d_2/vars/1"][()]
         fuse = file["fuse/vars/0"][()]
-    np.testing.assert_array_equal(model.blocks[2][2].weight.detach().numpy(), kernel.transpose(3, 2, 0, 1))  # HWIO → OIHW
+    np.testing.assert_array_equal(
+        model.blocks[2][2].weight.detach().numpy(), kernel.transpose(3, 2, 0, 1)
+    )  # HWIO → OIHW
     np.testing.assert_array_equal(model.blocks[2][2].bias.detach().numpy(), bias)
     np.testing.assert_array_equal(model.fuse.weight.detach().numpy().ravel(), fuse.ravel())
 
@@ -76,8 +78,10 @@ def test_keras_weights_load_into_hed_and_map_an_image_to_edge_probabilities(weig
 
 def test_fused_output_is_the_sigmoid_of_the_fuse_over_the_side_biases(tmp_path: Path) -> None:
     # With zero kernels everywhere, side output i is its bias b_i, so HED's output is sigmoid(Σ w_i b_i + c).
-    zero = {name.replace("/", "__"): {"0": np.zeros(k, np.float32), "1": np.zeros(b, np.float32)}
-            for name, (k, b) in keras_layers().items()}
+    zero = {
+        name.replace("/", "__"): {"0": np.zeros(k, np.float32), "1": np.zeros(b, np.float32)}
+        for name, (k, b) in keras_layers().items()
+    }
     sides, fuse = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32), np.array([0.2, 0.1, -0.4, 0.3, 0.5], np.float32)
     for i, b in enumerate(sides, start=1):
         zero[f"dsn{i}__vars"]["1"] = np.array([b])

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import IMAGE_SIZE, build_tiny_model
 from safetensors.torch import load_file
 
-from conftest import IMAGE_SIZE, build_tiny_model
 from zoo import lora_io
 from zoo.cli import main as zoo_main
 from zoo.lit.module import InstructImagen
@@ -67,7 +67,9 @@ def test_lora_trains_only_adapters_on_attention_and_context_layers() -> None:
 
 
 def test_lora_starts_at_the_base_model() -> None:
-    torch.testing.assert_close(denoise(build_tiny_model(lora={"rank": RANK})), denoise(build_tiny_model()), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        denoise(build_tiny_model(lora={"rank": RANK})), denoise(build_tiny_model()), atol=1e-6, rtol=0
+    )
 
 
 def test_unmatched_target_lists_the_closest_module_names() -> None:
@@ -86,7 +88,11 @@ def test_explicit_targets_select_only_those_layers() -> None:
 # ------------------------------------------------------------------------------------------------- export
 def test_export_writes_peft_folder_manifest_and_card(exported) -> None:
     ckpt, folder, _ = exported
-    assert {p.name for p in (folder / "base").iterdir()} == {"adapter_config.json", "adapter_model.safetensors", "pytorch_lora_weights.safetensors"}
+    assert {p.name for p in (folder / "base").iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "pytorch_lora_weights.safetensors",
+    }
     manifest = json.loads((folder / "zoo_adapter.json").read_text())
     assert manifest["stages"]["base"]["rank"] == RANK and manifest["stages"]["base"]["layers"] == 48
     assert manifest["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(build_tiny_model())
@@ -177,7 +183,10 @@ def test_zero_matching_keys_fail_and_mismatches_are_listed(exported, tmp_path) -
     from safetensors.torch import save_file
 
     _, folder, _ = exported
-    for name, rename in [("zero", lambda k: k.replace("base_model.model.", "other.")), ("some", lambda k: k.replace("to_q.lora_A", "to_q.lora_X"))]:
+    for name, rename in [
+        ("zero", lambda k: k.replace("base_model.model.", "other.")),
+        ("some", lambda k: k.replace("to_q.lora_A", "to_q.lora_X")),
+    ]:
         broken = tmp_path / name
         shutil.copytree(folder, broken)
         path = broken / "base" / "adapter_model.safetensors"
@@ -235,11 +244,25 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
         if callback["class_path"].endswith("SampleGrid"):  # the final grid at the tiny scale, not 9 × 50 steps
             callback["init_args"].update(num_samples=1, num_inference_steps=2)
     tiny = {
-        "trainer": {"default_root_dir": str(tmp_path / "run"), "accelerator": "cpu", "devices": 1, "max_steps": 3,
-                    "val_check_interval": 3, "enable_progress_bar": False, "enable_model_summary": False,
-                    "callbacks": callbacks},
-        "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5", "text_max_length": TEXT_MAX_LENGTH,
-                  "init_from": str(base_ckpt), "sample_steps": 2, "learning_rate": 0.01, "warmup_steps": 0},
+        "trainer": {
+            "default_root_dir": str(tmp_path / "run"),
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": 3,
+            "val_check_interval": 3,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "callbacks": callbacks,
+        },
+        "model": {
+            "unet": "tiny",
+            "text_encoder": "builtin:tiny-t5",
+            "text_max_length": TEXT_MAX_LENGTH,
+            "init_from": str(base_ckpt),
+            "sample_steps": 2,
+            "learning_rate": 0.01,
+            "warmup_steps": 0,
+        },
         "data": {"image_size": IMAGE_SIZE, "batch_size": 2, "samples_per_epoch": 8, "val_samples": 2},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
@@ -257,15 +280,31 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
     assert lora_io.read_manifest(adapter)["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)
     out = tmp_path / "generated"
     with torch.random.fork_rng(devices=[]):
-        assert zoo_main(["generate", "Draw a red circle on the left", "--ckpt", str(base_ckpt), "--adapter",
-                         str(adapter), "--steps", "2", "--out", str(out)]) == 0
+        assert (
+            zoo_main(
+                [
+                    "generate",
+                    "Draw a red circle on the left",
+                    "--ckpt",
+                    str(base_ckpt),
+                    "--adapter",
+                    str(adapter),
+                    "--steps",
+                    "2",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     assert (out / "sample_0000.png").is_file()
     merged = tmp_path / "merged.ckpt"
     assert zoo_main(["lora", "merge", str(adapter), "--base", str(base_ckpt), "--out", str(merged)]) == 0
     # base + the EMA adapter is the run's EMA model, and the run's own checkpoint serves as the base as well
     run_model, _ = lora_io.model_from_checkpoint(run_ckpt)
-    torch.testing.assert_close(denoise(InstructImagen.load_from_checkpoint(merged, map_location="cpu")),
-                               denoise(run_model), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        denoise(InstructImagen.load_from_checkpoint(merged, map_location="cpu")), denoise(run_model), atol=1e-5, rtol=0
+    )
     again = tmp_path / "again.ckpt"
     assert zoo_main(["lora", "merge", str(adapter), "--base", str(run_ckpt), "--out", str(again)]) == 0
 
@@ -274,6 +313,19 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
         if ".lora_" not in key and key.startswith("model."):
             saved["state_dict"][key] = saved["state_dict"][key] * (1 + 1e-5)
     torch.save(saved, tmp_path / "drifted.ckpt")
-    assert zoo_main(["lora", "export", "--ckpt", str(tmp_path / "drifted.ckpt"), "--out", str(tmp_path / "old"),
-                     "--num-samples", "0"]) == 0
+    assert (
+        zoo_main(
+            [
+                "lora",
+                "export",
+                "--ckpt",
+                str(tmp_path / "drifted.ckpt"),
+                "--out",
+                str(tmp_path / "old"),
+                "--num-samples",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert lora_io.read_manifest(tmp_path / "old")["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)

@@ -31,8 +31,24 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_mine(pairs: Path, out: Path, *extra: str) -> int:
-    return main(["mine", "--source", str(pairs / "rows.jsonl"), "--image-column", "img", "--caption-column", "text",
-                 "--out", str(out), "--features", "handcrafted", "--cache", str(pairs / "cache"), *extra])
+    return main(
+        [
+            "mine",
+            "--source",
+            str(pairs / "rows.jsonl"),
+            "--image-column",
+            "img",
+            "--caption-column",
+            "text",
+            "--out",
+            str(out),
+            "--features",
+            "handcrafted",
+            "--cache",
+            str(pairs / "cache"),
+            *extra,
+        ]
+    )
 
 
 def test_mine_finds_family_neighbours_without_duplicates(pairs: Path, tmp_path: Path, capsys) -> None:
@@ -82,8 +98,26 @@ def test_an_unreadable_row_is_nobodys_neighbour(pairs: Path, tmp_path: Path, cap
     (tmp_path / "rows.jsonl").write_text(rows)
     for png in pairs.glob("*.png"):
         (tmp_path / png.name).write_bytes(png.read_bytes())
-    assert main(["mine", "--source", str(tmp_path / "rows.jsonl"), "--image-column", "img", "--caption-column", "text",
-                 "--out", str(tmp_path / "mined"), "--features", "handcrafted", "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                "mine",
+                "--source",
+                str(tmp_path / "rows.jsonl"),
+                "--image-column",
+                "img",
+                "--caption-column",
+                "text",
+                "--out",
+                str(tmp_path / "mined"),
+                "--features",
+                "handcrafted",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     assert "1 unreadable" in capsys.readouterr().out
     neighbours = datasets.load_from_disk(str(tmp_path / "mined"))["neighbours"]
     assert neighbours[16] == [] and all(16 not in ns for ns in neighbours)

@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
+from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
 from zoo.diffusion.objective import condition_dropout
 from zoo.diffusion.sampler import Guidance, guided_prediction, sample
 from zoo.diffusion.schedule import make_scheduler, q_sample, velocity
@@ -275,8 +275,9 @@ def test_context_layers_skip_higher_resolution_attention() -> None:
 
 def test_unet_without_low_resolution_cross_attention_is_rejected() -> None:
     config = resolve_unet_config("tiny")
-    config.update(down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                  mid_block_type=None)
+    config.update(
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type=None
+    )
     with pytest.raises(ValueError, match="cross-attention"):
         InstructUNet(UNet2DConditionModel(**config))
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
+from conftest import IMAGE_SIZE, SR_SIZE, build_sr, build_tiny_model, perturb_context_layers
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
-from conftest import IMAGE_SIZE, SR_SIZE, build_sr, build_tiny_model, perturb_context_layers
 from zoo.cli import main
 from zoo.instruction import ContextItem, Instruction
 from zoo.pipeline import InstructImagenPipeline
@@ -38,7 +38,9 @@ def mixed_instructions() -> list[Instruction | str]:
     style = torch.rand(3, 40, 40, generator=g)  # any size: each stage resizes to its own
     return [
         "Draw a red circle on the left",
-        Instruction("Draw a square in the style of [ref#1]", context=[ContextItem("[ref#1]", "a [ref#1] style image", style)]),
+        Instruction(
+            "Draw a square in the style of [ref#1]", context=[ContextItem("[ref#1]", "a [ref#1] style image", style)]
+        ),
     ]
 
 
@@ -46,7 +48,9 @@ def test_one_call_runs_base_then_sr_batched(cascade: InstructImagenPipeline, mon
     calls = []
     for stage in (cascade.base, cascade.sr):
         original = stage.generate
-        monkeypatch.setattr(stage, "generate", lambda *a, _o=original, _s=stage, **k: calls.append(type(_s).__name__) or _o(*a, **k))
+        monkeypatch.setattr(
+            stage, "generate", lambda *a, _o=original, _s=stage, **k: calls.append(type(_s).__name__) or _o(*a, **k)
+        )
     images = cascade(mixed_instructions(), **FAST)
     assert calls == ["InstructImagen", "SuperResolution"]
     assert len(images) == 2 and all(isinstance(i, Image.Image) and i.size == (SR_SIZE, SR_SIZE) for i in images)
@@ -75,10 +79,17 @@ def test_saved_folder_layout(saved: Path) -> None:
     assert index["base"] == ["zoo.lit.module", "InstructImagen"]
     assert index["sr"] == ["zoo.lit.sr_module", "SuperResolution"]
     for path in [
-        "text_encoder/config.json", "text_encoder/model.safetensors", "scheduler/scheduler_config.json",
-        "base/zoo_config.json", "base/unet/config.json", "base/unet/diffusion_pytorch_model.safetensors",
-        "base/context_layers.safetensors", "sr/unet/diffusion_pytorch_model.safetensors",
-        "sr/context_layers.safetensors", "sr/scheduler/scheduler_config.json", "README.md",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "scheduler/scheduler_config.json",
+        "base/zoo_config.json",
+        "base/unet/config.json",
+        "base/unet/diffusion_pytorch_model.safetensors",
+        "base/context_layers.safetensors",
+        "sr/unet/diffusion_pytorch_model.safetensors",
+        "sr/context_layers.safetensors",
+        "sr/scheduler/scheduler_config.json",
+        "README.md",
     ]:
         assert (saved / path).is_file(), path
     assert not (saved / "sr" / "text_encoder").exists()  # the same encoder is stored once
@@ -109,7 +120,11 @@ def test_from_pretrained_of_a_non_pipeline_folder_is_named(tmp_path: Path) -> No
 # ------------------------------------------------------------------------------------------- checkpoints + CLI
 def write_ckpt(module: torch.nn.Module, path: Path) -> Path:
     torch.save(
-        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": lightning.__version__},
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
         path,
     )
     return path
@@ -132,11 +147,40 @@ def test_from_checkpoint_equals_the_modules(cascade: InstructImagenPipeline, ckp
 def test_export_then_generate_with_model_folder(ckpts: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("sys.argv", ["zoo"])
     out = tmp_path / "exported"
-    assert main(["export", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(ckpts[1]), "--out", str(out), "--sampler", "dpmsolver++"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--ckpt",
+                str(ckpts[0]),
+                "--sr-ckpt",
+                str(ckpts[1]),
+                "--out",
+                str(out),
+                "--sampler",
+                "dpmsolver++",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "model_index.json").read_text())["sampler"] == "dpmsolver++"
     images = tmp_path / "images"
-    argv = ["generate", "--model", str(out), "Draw a red circle", "--steps", "2", "--sr-steps", "2", "--out", str(images),
-            "--guidance", "2", "--context-guidance", "1.5"]
+    argv = [
+        "generate",
+        "--model",
+        str(out),
+        "Draw a red circle",
+        "--steps",
+        "2",
+        "--sr-steps",
+        "2",
+        "--out",
+        str(images),
+        "--guidance",
+        "2",
+        "--context-guidance",
+        "1.5",
+    ]
     assert main(argv) == 0
     with Image.open(images / "sample_0000.png") as image:
         assert image.size == (SR_SIZE, SR_SIZE)
@@ -144,8 +188,22 @@ def test_export_then_generate_with_model_folder(ckpts: tuple[Path, Path], tmp_pa
 
 def test_generate_cli_with_sr_checkpoint_and_sampler(ckpts: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("sys.argv", ["zoo"])
-    argv = ["generate", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(ckpts[1]), "Draw a red circle", "--sampler", "unipc",
-            "--steps", "2", "--sr-steps", "2", "--out", str(tmp_path)]
+    argv = [
+        "generate",
+        "--ckpt",
+        str(ckpts[0]),
+        "--sr-ckpt",
+        str(ckpts[1]),
+        "Draw a red circle",
+        "--sampler",
+        "unipc",
+        "--steps",
+        "2",
+        "--sr-steps",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     with Image.open(tmp_path / "sample_0000.png") as image:
         assert image.size == (SR_SIZE, SR_SIZE)
@@ -155,7 +213,10 @@ def test_cli_mistakes_are_one_line_exit_2(ckpts: tuple[Path, Path], tmp_path: Pa
     monkeypatch.setattr("sys.argv", ["zoo"])
     missing = tmp_path / "missing.ckpt"
     for argv, name in [
-        (["generate", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(missing), "Draw", "--out", str(tmp_path)], str(missing)),
+        (
+            ["generate", "--ckpt", str(ckpts[0]), "--sr-ckpt", str(missing), "Draw", "--out", str(tmp_path)],
+            str(missing),
+        ),
         (["generate", "--model", str(tmp_path), "Draw", "--out", str(tmp_path)], "model_index.json"),
         (["export", "--ckpt", str(missing), "--out", str(tmp_path / "x")], str(missing)),
     ]:
@@ -171,16 +232,32 @@ def test_export_card_says_how_it_was_made_and_how_it_scores(cascade: InstructIma
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("model:\n  unet: tiny\n")
     ckpt = run / "checkpoints" / "last.ckpt"
-    torch.save({"state_dict": cascade.base.state_dict(), "hyper_parameters": dict(cascade.base.hparams),
-                "pytorch-lightning_version": lightning.__version__, "global_step": 123,
-                "callbacks": {"Timer": {"time_elapsed": {"train": 600.0}}}}, ckpt)
+    torch.save(
+        {
+            "state_dict": cascade.base.state_dict(),
+            "hyper_parameters": dict(cascade.base.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "global_step": 123,
+            "callbacks": {"Timer": {"time_elapsed": {"train": 600.0}}},
+        },
+        ckpt,
+    )
     report = tmp_path / "eval"
     (report / "sheets" / "m").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(report / "sheets" / "m" / "text_to_image.png")
-    (report / "report.md").write_text("# Evaluation\n\n## In-domain (Table 4 layout)\n\n| set | SC |\n|---|---|\n"
-                                      "| text_to_image | 0.75 [0.50, 1.00] |\n\n## How the numbers are measured\n\nsecret\n")
-    (report / "report.json").write_text(json.dumps({"suite": "builtin", "settings": {"n per set": 4},
-                                                    "sheets": {"m / text_to_image": "sheets/m/text_to_image.png"}}))
+    (report / "report.md").write_text(
+        "# Evaluation\n\n## In-domain (Table 4 layout)\n\n| set | SC |\n|---|---|\n"
+        "| text_to_image | 0.75 [0.50, 1.00] |\n\n## How the numbers are measured\n\nsecret\n"
+    )
+    (report / "report.json").write_text(
+        json.dumps(
+            {
+                "suite": "builtin",
+                "settings": {"n per set": 4},
+                "sheets": {"m / text_to_image": "sheets/m/text_to_image.png"},
+            }
+        )
+    )
     out = tmp_path / "shipped"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--eval", str(report)]) == 0
     card = (out / "README.md").read_text()
@@ -197,13 +274,23 @@ def test_export_live_weights_of_an_ema_run(cascade: InstructImagenPipeline, tmp_
     state = cascade.base.state_dict()
     live = {k: v + 1 if k.startswith("model.unet.conv_in") else v for k, v in state.items()}
     ckpt = tmp_path / "ema.ckpt"
-    torch.save({"state_dict": state, "current_model_state": live, "hyper_parameters": dict(cascade.base.hparams),
-                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    torch.save(
+        {
+            "state_dict": state,
+            "current_model_state": live,
+            "hyper_parameters": dict(cascade.base.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
     for weights, expected in [("ema", state), ("live", live)]:
         assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / weights), "--weights", weights]) == 0
         pipe = InstructImagenPipeline.from_pretrained(tmp_path / weights)
         assert torch.equal(pipe.base.model.unet.conv_in.weight, expected["model.unet.conv_in.weight"])
-        assert f"Weights: the run's {'EMA' if weights == 'ema' else 'live'}" in (tmp_path / weights / "README.md").read_text()
+        assert (
+            f"Weights: the run's {'EMA' if weights == 'ema' else 'live'}"
+            in (tmp_path / weights / "README.md").read_text()
+        )
 
 
 def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(saved: Path, cascade) -> None:

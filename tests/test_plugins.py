@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
+
 from zoo.cli import main
 from zoo.plugins import GROUP, check, discover
 
@@ -54,8 +54,19 @@ def test_example_plugin_installs_lists_and_trains_from_its_recipe(tmp_path, monk
     source = shutil.copytree(EXAMPLE, tmp_path / "source")  # pip builds in the source tree: keep the repo clean
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
         check=True,
     )
     monkeypatch.syspath_prepend(str(target))
@@ -66,7 +77,18 @@ def test_example_plugin_installs_lists_and_trains_from_its_recipe(tmp_path, monk
     assert line.rstrip().endswith("ok")
 
     root = tmp_path / "run"
-    argv = ["fit", "--config", str(EXAMPLE / "recipe.yaml"), "--trainer.max_steps", "2",
-            "--trainer.default_root_dir", str(root), "--trainer.limit_val_batches", "0", "--data.batch_size", "2"]
+    argv = [
+        "fit",
+        "--config",
+        str(EXAMPLE / "recipe.yaml"),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.limit_val_batches",
+        "0",
+        "--data.batch_size",
+        "2",
+    ]
     assert main(argv) == 0
     assert list(root.rglob("epoch=0-step=2.ckpt")), "two training steps on the plugin task"

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from PIL import Image
 
-from conftest import REPO_ROOT
 from zoo.cli import main
 from zoo.grid import CELL
 
@@ -28,8 +28,16 @@ def test_preview_of_the_demo_recipe(tmp_path, capsys) -> None:
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.split()}
     assert rows["task"] == ["ratio", "drawn", "skipped"]
     assert rows["text_to_image"][0] == "0.200"  # Table 1: natural 0.15 + art 0.05, one name
-    names = ("text_to_image", "depth_to_image", "mask_to_image", "edge_to_image", "sketch_to_image", "subject_driven",
-             "styled_generation", "style_transfer")
+    names = (
+        "text_to_image",
+        "depth_to_image",
+        "mask_to_image",
+        "edge_to_image",
+        "sketch_to_image",
+        "subject_driven",
+        "styled_generation",
+        "style_transfer",
+    )
     assert sum(int(rows[name][1]) for name in names) == 5
     assert f"contact sheet written to {out}" in printed
     sheet = Image.open(out)
@@ -38,12 +46,19 @@ def test_preview_of_the_demo_recipe(tmp_path, capsys) -> None:
 
 def test_preview_counts_skipped_rows_and_shows_masks(tmp_path, capsys) -> None:
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5"},
-        "data": {"image_size": 8, "samples_per_epoch": 40, "tasks": [
-            {"class_path": "fake_tasks.Flaky"}, {"class_path": "fake_tasks.Masked"}],
-            "ratios": {"flaky": 1, "masked": 1}},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5"},
+                "data": {
+                    "image_size": 8,
+                    "samples_per_epoch": 40,
+                    "tasks": [{"class_path": "fake_tasks.Flaky"}, {"class_path": "fake_tasks.Masked"}],
+                    "ratios": {"flaky": 1, "masked": 1},
+                },
+            }
+        )
+    )
     out = tmp_path / "preview.png"
     assert main(["data", "preview", "--config", str(recipe), "--n", "8", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -9,8 +9,8 @@ import shlex
 import pytest
 import torch
 import yaml
-
 from cli_helpers import REPO_ROOT
+
 from zoo.cli import main
 
 RECIPES = REPO_ROOT / "recipes"
@@ -57,8 +57,12 @@ LAYERINGS = readme_layerings()
 
 def test_readme_names_the_overlays() -> None:
     named = {config for layering in LAYERINGS for config in layering}
-    assert {"recipes/scale/paper.yaml", "recipes/scale/deepfloyd_if.yaml", "recipes/stage1.yaml",
-            "recipes/editing.yaml"} <= named
+    assert {
+        "recipes/scale/paper.yaml",
+        "recipes/scale/deepfloyd_if.yaml",
+        "recipes/stage1.yaml",
+        "recipes/editing.yaml",
+    } <= named
 
 
 @pytest.mark.parametrize("configs", LAYERINGS, ids=lambda c: "+".join(p.rsplit("/", 1)[1] for p in c))
@@ -89,8 +93,13 @@ def test_paper_overlay_values(capsys) -> None:
     assert model["unet"] == "paper_base128" and data["image_size"] == 128
     assert {t["init_args"]["image_size"] for t in data["tasks"]} == {128}  # the world renders at the overlay's size
     assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] == 512
-    assert (model["optimizer"], model["adafactor_beta1"], model["adafactor_beta2_cap"], model["learning_rate"],
-            model["warmup_steps"]) == ("adafactor", 0.9, 0.999, 1e-4, 10000)
+    assert (
+        model["optimizer"],
+        model["adafactor_beta1"],
+        model["adafactor_beta2_cap"],
+        model["learning_rate"],
+        model["warmup_steps"],
+    ) == ("adafactor", 0.9, 0.999, 1e-4, 10000)
     assert trainer["max_steps"] == 400_000
     ema = [cb for cb in trainer["callbacks"] if cb["class_path"].endswith("EMAWeightAveraging")]
     assert ema and ema[0]["init_args"]["decay"] == 0.9999
@@ -125,7 +134,7 @@ def test_adafactor_beta2_is_capped_at_the_papers_0_999(make_tiny_model) -> None:
     """β2_t = min(1 − t^−0.8, 0.999): the usual schedule early, 0.999 once it gets there (step ~5.6k), never above."""
     from zoo.lit.adafactor import CappedAdafactor, capped_decay_rate
 
-    for step, beta2 in [(2, 1 - 2 ** -0.8), (100, 1 - 100 ** -0.8), (5000, 1 - 5000 ** -0.8), (6000, 0.999), (10**6, 0.999)]:
+    for step, beta2 in [(2, 1 - 2**-0.8), (100, 1 - 100**-0.8), (5000, 1 - 5000**-0.8), (6000, 0.999), (10**6, 0.999)]:
         assert 1 - step ** capped_decay_rate(step, -0.8, 0.999) == pytest.approx(beta2, abs=1e-12)
     model = make_tiny_model(optimizer="adafactor", adafactor_beta1=0.9, adafactor_beta2_cap=0.999, learning_rate=1e-3)
     optimizer = model.configure_optimizers()["optimizer"]

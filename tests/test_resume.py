@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-
 from cli_helpers import run_zoo, tiny_recipe, write_recipe
 from conftest import build_tiny_model
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}
 
@@ -39,11 +38,19 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
 
     full = run_zoo("fit", "--config", str(write_recipe(tmp_path / "full.yaml", mid_epoch(tmp_path / "full"))))
     assert full.returncode == 0, full.stderr[-3000:]
-    first = run_zoo("fit", "--config", str(write_recipe(tmp_path / "a.yaml", mid_epoch(tmp_path / "resumed", kill_at=2))))
+    first = run_zoo(
+        "fit", "--config", str(write_recipe(tmp_path / "a.yaml", mid_epoch(tmp_path / "resumed", kill_at=2)))
+    )
     assert first.returncode == 17, first.stderr[-3000:]  # killed by KillAfterStep, no teardown
     run_dir = tmp_path / "resumed" / "lightning_logs" / "version_0"
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
-    second = run_zoo("fit", "--config", str(write_recipe(tmp_path / "b.yaml", mid_epoch(tmp_path / "resumed"))), "--ckpt_path", "last")
+    second = run_zoo(
+        "fit",
+        "--config",
+        str(write_recipe(tmp_path / "b.yaml", mid_epoch(tmp_path / "resumed"))),
+        "--ckpt_path",
+        "last",
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Restored all states" in second.stderr
     assert sorted(p.name for p in (tmp_path / "resumed" / "lightning_logs").iterdir()) == ["version_0"]  # same run dir
@@ -85,7 +92,10 @@ def test_checkpoint_of_another_model_is_refused_naming_keys_and_shapes() -> None
     full = build_tiny_model()
     with pytest.raises(ValueError, match=r"another recipe or model.*unexpected keys.*lora_A"):
         full.on_load_checkpoint({"state_dict": lora.state_dict()})
-    other = build_tiny_model(text_max_length=16, unet={**__import__("zoo.models.presets", fromlist=["tiny"]).tiny(), "block_out_channels": (16, 48)})
+    other = build_tiny_model(
+        text_max_length=16,
+        unet={**__import__("zoo.models.presets", fromlist=["tiny"]).tiny(), "block_out_channels": (16, 48)},
+    )
     with pytest.raises(ValueError, match=r"mismatched shapes.*\(48,\).*\(32,\)"):
         full.on_load_checkpoint({"state_dict": other.state_dict()})
 
@@ -105,12 +115,22 @@ def nan_trainer(tmp_path: Path, monkeypatch, bad_calls: set[int], patience: int,
         return loss * float("nan") if calls["n"] in bad_calls else loss
 
     monkeypatch.setattr(module, "v_loss", flaky)
-    model = build_tiny_model(nonfinite_patience=patience, learning_rate=1e-3, drop_text_and_context=0.0, drop_context=0.0)
-    data = InstructionDataModule([StyledGeneration(num_examples=40, seed=1, image_size=16)], image_size=16, batch_size=2, samples_per_epoch=20)
+    model = build_tiny_model(
+        nonfinite_patience=patience, learning_rate=1e-3, drop_text_and_context=0.0, drop_context=0.0
+    )
+    data = InstructionDataModule(
+        [StyledGeneration(num_examples=40, seed=1, image_size=16)], image_size=16, batch_size=2, samples_per_epoch=20
+    )
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_top_k=-1)
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", logger=False, callbacks=[checkpoint],
-        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[checkpoint],
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     return trainer, model, data
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import IMAGE_SIZE, toy_model_fn
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from conftest import IMAGE_SIZE, toy_model_fn
 from zoo.diffusion.sampler import Guidance, sample
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.diffusion.schedule import make_scheduler
@@ -31,7 +31,9 @@ def test_named_sampler_loop_equals_manual_scheduler_steps(name: str) -> None:
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     fn = toy_model_fn()
     chosen = make_sampler(name, make_scheduler(), num_inference_steps=7, guidance_scale=4.0)
-    got = sample(fn, chosen.scheduler, noise, chosen.num_inference_steps, chosen.guidance, torch.Generator().manual_seed(3))
+    got = sample(
+        fn, chosen.scheduler, noise, chosen.num_inference_steps, chosen.guidance, torch.Generator().manual_seed(3)
+    )
 
     def guided(x, t, i):
         v_full, v_null = fn(x, t, ("full", "null"))
@@ -102,7 +104,9 @@ def test_unknown_sampler_and_bad_steps_are_named() -> None:
 @pytest.mark.parametrize("name", ["dpmsolver++", "paper"])
 def test_generate_equals_a_manual_loop_over_the_tiny_model(tiny_model, task_instructions, name: str) -> None:
     chosen = make_sampler(name, tiny_model.scheduler, num_inference_steps=4, guidance_scale=3.0, context_scale=2.0)
-    got = tiny_model.generate(task_instructions, chosen.num_inference_steps, chosen.guidance, seed=11, scheduler=chosen.scheduler)
+    got = tiny_model.generate(
+        task_instructions, chosen.num_inference_steps, chosen.guidance, seed=11, scheduler=chosen.scheduler
+    )
 
     # by hand: each branch its own network call, then the two-scale formula
     from zoo.instruction import collate_instructions

@@ -17,8 +17,13 @@ from tasks.subject_driven import SubjectDriven
 from tasks.text_to_image import TextToImage
 from tasks.world import Scene, SceneObject, render, render_background
 
-SCENE = Scene("sky", (SceneObject("circle", "red", "striped", "left", "large"),
-                      SceneObject("square", "blue", "solid", "right", "small")))
+SCENE = Scene(
+    "sky",
+    (
+        SceneObject("circle", "red", "striped", "left", "large"),
+        SceneObject("square", "blue", "solid", "right", "small"),
+    ),
+)
 
 
 def meta_for(scene: Scene, style: str = "flat") -> dict:

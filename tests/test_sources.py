@@ -115,8 +115,9 @@ def test_every_format_reads_with_a_column_mapping(tmp_path: Path, make) -> None:
 
 
 def test_images_are_resized_on_the_shorter_side_and_centre_cropped(tmp_path: Path) -> None:
-    task = TextToImage(source=DatasetSource(**make_jsonl(tmp_path), columns={"image": "img", "caption": "text"}),
-                       image_size=SIZE)
+    task = TextToImage(
+        source=DatasetSource(**make_jsonl(tmp_path), columns={"image": "img", "caption": "text"}), image_size=SIZE
+    )
     expected = photo(0).resize((19, 16), Image.Resampling.BICUBIC).crop((1, 0, 17, 16))
     assert torch.equal(task[0].target, torch.from_numpy(np.array(expected)).permute(2, 0, 1).float() / 127.5 - 1)
 
@@ -125,8 +126,10 @@ def test_streaming_needs_max_rows_and_buffers_a_window(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_rows is required with source.streaming"):
         DatasetSource(path="anything", streaming=True)
     kwargs = make_parquet(tmp_path)
-    task = TextToImage(source=DatasetSource(**kwargs, streaming=True, max_rows=2, skip=1,
-                                            columns={"image": "img", "caption": "text"}), image_size=SIZE)
+    task = TextToImage(
+        source=DatasetSource(**kwargs, streaming=True, max_rows=2, skip=1, columns={"image": "img", "caption": "text"}),
+        image_size=SIZE,
+    )
     assert len(task) == 2 and CAPTIONS[1] in task[0].text and CAPTIONS[2] in task[1].text
 
 
@@ -220,8 +223,14 @@ def editing_dataset(tmp_path: Path, masks: list[Image.Image], **kwargs) -> Editi
         photo(i).save(folder / f"src{i}.png")
         photo(i + 10).save(folder / f"tgt{i}.png")
         mask.save(folder / f"mask{i}.png")
-        rows.append({"source_img": f"src{i}.png", "mask_img": f"mask{i}.png", "instruction": f"edit number {i}",
-                     "target_img": f"tgt{i}.png"})
+        rows.append(
+            {
+                "source_img": f"src{i}.png",
+                "mask_img": f"mask{i}.png",
+                "instruction": f"edit number {i}",
+                "target_img": f"tgt{i}.png",
+            }
+        )
     write_jsonl(folder / "rows.jsonl", rows)
     return Editing(source=DatasetSource(path=str(folder / "rows.jsonl"), **kwargs), image_size=SIZE)
 
@@ -252,8 +261,9 @@ def grouped_rows(folder: Path, groups: list[object]) -> Path:
     rows = []
     for i, group in enumerate(groups):
         photo(i).save(folder / f"{i}.png")
-        rows.append({"image": f"{i}.png", "caption": f"caption {i}", "group": group, "cluster": group,
-                     "subject": "dog"})
+        rows.append(
+            {"image": f"{i}.png", "caption": f"caption {i}", "group": group, "cluster": group, "subject": "dog"}
+        )
     write_jsonl(folder / "rows.jsonl", rows)
     return folder / "rows.jsonl"
 
@@ -297,12 +307,23 @@ def test_control_computes_edges_when_the_dataset_has_none(tmp_path: Path) -> Non
 def test_control_styled_and_transfer_tasks_read_their_columns(tmp_path: Path) -> None:
     folder = tmp_path / "multi"
     write_images(folder, 2)
-    rows = [{"image": f"{i:04d}.png", "control": f"{1 - i:04d}.png", "style_image": f"{1 - i:04d}.png",
-             "content_image": f"{i:04d}.png", "caption": f"caption {i}"} for i in range(2)]
+    rows = [
+        {
+            "image": f"{i:04d}.png",
+            "control": f"{1 - i:04d}.png",
+            "style_image": f"{1 - i:04d}.png",
+            "content_image": f"{i:04d}.png",
+            "caption": f"caption {i}",
+        }
+        for i in range(2)
+    ]
     write_jsonl(folder / "rows.jsonl", rows)
     source = DatasetSource(path=str(folder / "rows.jsonl"))
-    for task in (Control(condition="depth", source=source, image_size=SIZE),
-                 StyledGeneration(source=source, image_size=SIZE), StyleTransfer(source=source, image_size=SIZE)):
+    for task in (
+        Control(condition="depth", source=source, image_size=SIZE),
+        StyledGeneration(source=source, image_size=SIZE),
+        StyleTransfer(source=source, image_size=SIZE),
+    ):
         instruction = task[0]
         assert instruction.target.shape == (3, SIZE, SIZE)
         assert all(item.image.shape == (3, SIZE, SIZE) for item in instruction.context)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import IMAGE_SIZE, SR_SIZE, build_sr
 from diffusers import UNet2DConditionModel
 
-from conftest import IMAGE_SIZE, SR_SIZE, build_sr
 from zoo.diffusion.schedule import alpha_sigma
 from zoo.instruction import collate_instructions
 from zoo.lit.data import resize_instruction
 from zoo.models.sr_unet import SuperResUNet, downsample, sr_unet_config, upsample
+
 
 @pytest.fixture(scope="module")
 def sr_model():
@@ -33,7 +34,9 @@ def test_sr_config_mirrors_deepfloyd_if_stage_two() -> None:
     assert sr_unet_config(if_style, 64) == config
 
 
-@pytest.mark.parametrize("bad, field", [({"in_channels": 4}, "in_channels"), ({"class_embed_type": "identity"}, "class_embed_type")])
+@pytest.mark.parametrize(
+    "bad, field", [({"in_channels": 4}, "in_channels"), ({"class_embed_type": "identity"}, "class_embed_type")]
+)
 def test_sr_config_errors_name_the_field(bad: dict, field: str) -> None:
     from zoo.models.presets import resolve_unet_config
 
@@ -108,8 +111,12 @@ def test_sr_generate_shapes_range_and_determinism(sr_model, task_instructions) -
     from zoo.diffusion.samplers import make_sampler
 
     low = torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
-    a = sr_model.generate(task_instructions, low, make_sampler("ddpm", sr_model.scheduler, num_inference_steps=3), seed=1)
-    b = sr_model.generate(task_instructions, low, make_sampler("ddpm", sr_model.scheduler, num_inference_steps=3), seed=1)
+    a = sr_model.generate(
+        task_instructions, low, make_sampler("ddpm", sr_model.scheduler, num_inference_steps=3), seed=1
+    )
+    b = sr_model.generate(
+        task_instructions, low, make_sampler("ddpm", sr_model.scheduler, num_inference_steps=3), seed=1
+    )
     assert a.shape == (3, 3, SR_SIZE, SR_SIZE) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="low-resolution"):
@@ -123,7 +130,12 @@ def test_sr_reading_context_is_optional_and_starts_as_the_text_only_model(sr_bat
     assert any("context_layers" in k for k in reader.state_dict())
     reader.model.unet.load_state_dict(plain.model.unet.state_dict())
     b = len(sr_batch)
-    x, low, t, level = torch.randn(b, 3, SR_SIZE, SR_SIZE), torch.randn(b, 3, SR_SIZE, SR_SIZE), torch.full((b,), 300), torch.full((b,), 100)
+    x, low, t, level = (
+        torch.randn(b, 3, SR_SIZE, SR_SIZE),
+        torch.randn(b, 3, SR_SIZE, SR_SIZE),
+        torch.full((b,), 300),
+        torch.full((b,), 100),
+    )
     text, mask = plain.encode_text(sr_batch.texts)
     with torch.no_grad():
         context = reader.encode_context(sr_batch)
@@ -166,6 +178,8 @@ def test_sr_init_from_a_diffusers_folder_round_trips(tmp_path, sr_batch, read_co
 
 
 def test_sr_init_from_a_base_stage_folder_is_refused_naming_the_fields(tmp_path) -> None:
-    UNet2DConditionModel(**sr_unet_config("tiny", SR_SIZE) | {"block_out_channels": (16, 64)}).save_pretrained(tmp_path / "other")
+    UNet2DConditionModel(**sr_unet_config("tiny", SR_SIZE) | {"block_out_channels": (16, 64)}).save_pretrained(
+        tmp_path / "other"
+    )
     with pytest.raises(ValueError, match="block_out_channels"):
         build_sr(init_from=str(tmp_path / "other"))

@@ -13,8 +13,8 @@ import tomllib
 
 import pytest
 import torch
-
 from conftest import IMAGE_SIZE, REPO_ROOT
+
 from zoo.instruction import Instruction, InstructionBatch, collate_instructions
 from zoo.lit.data import InstructionDataModule, resize_instruction
 from zoo.plugins import GROUP, TaskPlugin, discover
@@ -68,8 +68,9 @@ def test_task_contract(name: str, model, tmp_path) -> None:
             InstructionDataModule([task], image_size=IMAGE_SIZE)
         batch = collate_instructions([resize_instruction(i, IMAGE_SIZE) for i in first[:2]])
     else:
-        data = InstructionDataModule([task], image_size=IMAGE_SIZE, batch_size=2, samples_per_epoch=2, val_samples=2,
-                                     val_fraction=0.5)
+        data = InstructionDataModule(
+            [task], image_size=IMAGE_SIZE, batch_size=2, samples_per_epoch=2, val_samples=2, val_fraction=0.5
+        )
         batch = next(iter(data.train_dataloader()))
     assert isinstance(batch, InstructionBatch) and batch.target.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pytest
 import torch
-
-from functools import partial
 
 from tasks.control import Control
 from tasks.editing import Editing
@@ -139,8 +138,10 @@ def test_subject_payload_never_describes_the_subject() -> None:
         assert {item.marker for item in instruction.context} == {"[ref#1]"}
         counts.add(len(instruction.context))
         (target,) = instruction.meta["scene"]["objects"]
-        placements = [(s["objects"][0]["position"], s["objects"][0]["size"], s["background"])
-                      for s in instruction.meta["reference_scenes"]]
+        placements = [
+            (s["objects"][0]["position"], s["objects"][0]["size"], s["background"])
+            for s in instruction.meta["reference_scenes"]
+        ]
         assert (target["position"], target["size"], instruction.meta["scene"]["background"]) not in placements
     assert counts == {1, 2}
 

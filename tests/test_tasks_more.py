@@ -51,8 +51,9 @@ def test_art_captions_name_a_non_flat_style() -> None:
         TextToImage(flavour="photo")
 
 
-@pytest.mark.parametrize("condition, text", [("depth", "depth map"), ("mask", "mask"), ("edge", "edge map"),
-                                             ("sketch", "sketch")])
+@pytest.mark.parametrize(
+    "condition, text", [("depth", "depth map"), ("mask", "mask"), ("edge", "edge map"), ("sketch", "sketch")]
+)
 def test_control_maps_follow_the_scene(condition: str, text: str) -> None:
     task = Control(condition=condition, num_examples=10)
     for index in range(len(task)):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from test_tasks import FACTORIES
 
 from tasks.zeroshot import COMPOSITIONS, ZeroShot
-from test_tasks import FACTORIES
 from zoo.instruction import Instruction
 
 CONTROL_TEXTS = ("depth map", "mask", "edge map", "sketch")

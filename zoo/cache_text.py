@@ -42,10 +42,14 @@ def main(argv: list[str]) -> int:
     from zoo.lit.module import InstructImagen
     from zoo.models.text_cache import TextEmbeddingCache
 
-    cli = ZooCLI(InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": PARSER_MODE}, run=False, args=rest)
+    cli = ZooCLI(
+        InstructImagen, InstructionDataModule, parser_kwargs={"parser_mode": PARSER_MODE}, run=False, args=rest
+    )
     root = cli.model.hparams.get("text_cache")
     if not root:
-        print("error: no cache folder: set model.text_cache in the recipe or pass --model.text_cache DIR", file=sys.stderr)
+        print(
+            "error: no cache folder: set model.text_cache in the recipe or pass --model.text_cache DIR", file=sys.stderr
+        )
         return 2
     texts = recipe_texts(cli.datamodule.tasks, args.limit)
     cache = TextEmbeddingCache(root, cli.model.text_encoder)

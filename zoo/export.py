@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="the pipeline's default sampler")
     parser.add_argument("--eval", metavar="DIR", help="a `python -m zoo evaluate` output folder to put in the card")
-    parser.add_argument("--weights", choices=("ema", "live"), default="ema",
-                        help="with an EMA run: the averaged weights (default, what the run sampled with) or the live ones")
+    parser.add_argument(
+        "--weights",
+        choices=("ema", "live"),
+        default="ema",
+        help="with an EMA run: the averaged weights (default, what the run sampled with) or the live ones",
+    )
     return parser
 
 
@@ -59,14 +63,20 @@ def provenance(ckpt: Path, weights: str = "ema") -> tuple[str, Path | None]:
     steps = int(checkpoint.get("global_step", 0))
     timer = checkpoint.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
     config = next((p / "config.yaml" for p in ckpt.parents if (p / "config.yaml").is_file()), None)
-    lines = ["## How it was made", "", f"- {steps} optimizer steps"
-             + (f", {timer['train'] / 60:.1f} minutes of training (Lightning's Timer)" if "train" in timer else "")
-             + "."]
+    lines = [
+        "## How it was made",
+        "",
+        f"- {steps} optimizer steps"
+        + (f", {timer['train'] / 60:.1f} minutes of training (Lightning's Timer)" if "train" in timer else "")
+        + ".",
+    ]
     if "current_model_state" in checkpoint:
         lines.append(f"- Weights: the run's {'EMA average' if weights == 'ema' else 'live (non-averaged) weights'}.")
     if config is not None:
-        lines.append("- The run's full resolved config is `training_config.yaml`; repeat the run with "
-                     "`python -m zoo fit --config training_config.yaml`.")
+        lines.append(
+            "- The run's full resolved config is `training_config.yaml`; repeat the run with "
+            "`python -m zoo fit --config training_config.yaml`."
+        )
     return "\n".join(lines) + "\n", config
 
 
@@ -74,7 +84,9 @@ def evaluation(folder: Path, out: Path) -> str:
     """The card's "Evaluation" section from an evaluate output folder; copies its report and sheets into `out`."""
     report, summary = folder / "report.md", folder / "report.json"
     if not report.is_file() or not summary.is_file():
-        raise ValueError(f"--eval {folder}: no report.md/report.json here; give a `python -m zoo evaluate --out` folder")
+        raise ValueError(
+            f"--eval {folder}: no report.md/report.json here; give a `python -m zoo evaluate --out` folder"
+        )
     settings = json.loads(summary.read_text())
     shutil.copy(report, out / "evaluation.md")
     for sheet in settings.get("sheets", {}).values():
@@ -89,10 +101,13 @@ def evaluation(folder: Path, out: Path) -> str:
             kept.append(line)
     options = ", ".join(f"{k}: {v}" for k, v in settings["settings"].items())
     sheets = "\n".join(f"- {name}: `evaluation/{sheet}`" for name, sheet in settings.get("sheets", {}).items())
-    return (f"## Evaluation\n\n`python -m zoo evaluate` on suite `{settings['suite']}` ({options}): unseen examples, "
-            "chance baselines beside the model, 95% bootstrap intervals. The whole report is `evaluation.md`.\n\n"
-            + "\n".join(kept).replace("## ", "### ") + f"\n\nContact sheets (instruction, references, generated, "
-            f"target):\n\n{sheets}\n")
+    return (
+        f"## Evaluation\n\n`python -m zoo evaluate` on suite `{settings['suite']}` ({options}): unseen examples, "
+        "chance baselines beside the model, 95% bootstrap intervals. The whole report is `evaluation.md`.\n\n"
+        + "\n".join(kept).replace("## ", "### ")
+        + f"\n\nContact sheets (instruction, references, generated, "
+        f"target):\n\n{sheets}\n"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -28,17 +28,36 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--ckpt", help="a base-stage Lightning checkpoint written by `python -m zoo fit`")
     model.add_argument("--model", metavar="FOLDER", help="a pipeline folder written by `python -m zoo export`")
     parser.add_argument("--sr-ckpt", help="a super-resolution checkpoint (recipes/sr.yaml) to run after --ckpt")
-    parser.add_argument("--ref", action="append", default=[], metavar="IMAGE", help="reference image for [ref#1], [ref#2], ... in order")
-    parser.add_argument("--ref-text", action="append", default=[], metavar="TEXT", help="short text of each --ref, in order")
+    parser.add_argument(
+        "--ref", action="append", default=[], metavar="IMAGE", help="reference image for [ref#1], [ref#2], ... in order"
+    )
+    parser.add_argument(
+        "--ref-text", action="append", default=[], metavar="TEXT", help="short text of each --ref, in order"
+    )
     parser.add_argument("--out", default="generated", help="output folder (default: ./generated)")
     parser.add_argument("--num-images", type=int, default=1, help="images to generate (different seeds)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default=None, help="named sampler (default: ddpm, or the saved pipeline's)")
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default=None, help="named sampler (default: ddpm, or the saved pipeline's)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="base-stage sampling steps (default: the sampler's)")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (text scale with --context-guidance)")
-    parser.add_argument("--context-guidance", type=float, default=None, help="a separate guidance scale for the context")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (text scale with --context-guidance)",
+    )
+    parser.add_argument(
+        "--context-guidance", type=float, default=None, help="a separate guidance scale for the context"
+    )
     parser.add_argument("--sr-steps", type=int, default=None, help="super-resolution sampling steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]", help="LoRA adapter folder (repeatable, weights mix them)")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="DIR[:WEIGHT]",
+        help="LoRA adapter folder (repeatable, weights mix them)",
+    )
     return parser
 
 
@@ -93,8 +112,12 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for index in range(args.num_images):  # one call per seed: image k is the same as a run with --seed seed+k
         image = pipe(
-            instruction, num_inference_steps=args.steps, guidance_scale=args.guidance,
-            context_guidance_scale=args.context_guidance, seed=args.seed + index, sr_num_inference_steps=args.sr_steps,
+            instruction,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            context_guidance_scale=args.context_guidance,
+            seed=args.seed + index,
+            sr_num_inference_steps=args.sr_steps,
         )[0]
         path = out / f"sample_{args.seed + index:04d}.png"
         image.save(path)

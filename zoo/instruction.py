@@ -242,8 +242,13 @@ class InstructionBatch:
     def to(self, device: torch.device | str) -> InstructionBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return InstructionBatch(
-            self.texts, self.context_texts, move(self.context_images), move(self.context_mask),
-            move(self.target), move(self.mask), self.tasks,
+            self.texts,
+            self.context_texts,
+            move(self.context_images),
+            move(self.context_mask),
+            move(self.target),
+            move(self.mask),
+            self.tasks,
         )
 
 

@@ -59,7 +59,10 @@ class LoraSpec:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         if isinstance(self.targets, str) and self.targets not in TARGET_SETS:
-            raise ValueError(f"lora.targets: unknown target set {self.targets!r}; named sets: {sorted(TARGET_SETS)} (or a list of module names)")
+            raise ValueError(
+                f"lora.targets: unknown target set {self.targets!r}; named sets: {sorted(TARGET_SETS)} "
+                "(or a list of module names)"
+            )
 
     @classmethod
     def coerce(cls, value: LoraSpec | dict[str, Any] | None) -> LoraSpec | None:
@@ -77,7 +80,9 @@ class LoraSpec:
 def _in_set(name: str, target_set: str) -> bool:
     in_context = name.startswith("context_layers.")
     if in_context:
-        return target_set in ("attention", "context", "attention-mlp") and name.endswith(tuple("." + s for s in CONTEXT))
+        return target_set in ("attention", "context", "attention-mlp") and name.endswith(
+            tuple("." + s for s in CONTEXT)
+        )
     if target_set == "context":
         return False
     suffixes = ATTENTION + (MLP if target_set == "attention-mlp" else ())
@@ -97,12 +102,22 @@ def resolve_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
             raise ValueError(f"lora.targets {targets!r} selects no layer of this model")
         return names
     # every dotted suffix of every module name, so a short target ("to_qq") is compared with short names ("to_q")
-    suffixes = sorted({".".join(parts[i:]) for name, _ in model.named_modules() if name for parts in [name.split(".")] for i in range(len(parts))})
+    suffixes = sorted(
+        {
+            ".".join(parts[i:])
+            for name, _ in model.named_modules()
+            if name
+            for parts in [name.split(".")]
+            for i in range(len(parts))
+        }
+    )
     selected: list[str] = []
     for target in targets:
         matches = [name for name in linear if name == target or name.endswith("." + target)]
         if not matches:
-            closest = difflib.get_close_matches(target, suffixes, n=5, cutoff=0.6) or difflib.get_close_matches(target, suffixes, n=5, cutoff=0.0)
+            closest = difflib.get_close_matches(target, suffixes, n=5, cutoff=0.6) or difflib.get_close_matches(
+                target, suffixes, n=5, cutoff=0.0
+            )
             raise ValueError(
                 f"lora.targets: {target!r} matches no linear layer of the model; closest module names: {closest} "
                 "(a target matches a module whose name equals it or ends with '.<target>')"

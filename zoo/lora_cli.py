@@ -24,16 +24,33 @@ def parse_weighted(value: str) -> tuple[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo lora", description="Export, inspect, mix and merge LoRA adapters.")
+    parser = argparse.ArgumentParser(
+        prog="python -m zoo lora", description="Export, inspect, mix and merge LoRA adapters."
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    export = verbs.add_parser("export", help="checkpoint of a LoRA run → adapter folder (peft format + manifest + card)")
+    export = verbs.add_parser(
+        "export", help="checkpoint of a LoRA run → adapter folder (peft format + manifest + card)"
+    )
     export.add_argument("--ckpt", required=True, help="a checkpoint written by `python -m zoo fit` with model.lora set")
     export.add_argument("--out", required=True, help="adapter folder to write")
-    export.add_argument("--weights", choices=["ema", "live"], default="ema", help="EMA weights when the run kept them (default), or the live ones")
-    export.add_argument("--diffusers", action="store_true", help="also write diffusers' pytorch_lora_weights.safetensors (backbone layers)")
-    export.add_argument("--num-samples", type=int, default=4, help="example instructions rendered into the model card (0: none)")
-    export.add_argument("--sample-steps", type=int, default=None, help="sampling steps for the card's samples (default: the model's)")
+    export.add_argument(
+        "--weights",
+        choices=["ema", "live"],
+        default="ema",
+        help="EMA weights when the run kept them (default), or the live ones",
+    )
+    export.add_argument(
+        "--diffusers",
+        action="store_true",
+        help="also write diffusers' pytorch_lora_weights.safetensors (backbone layers)",
+    )
+    export.add_argument(
+        "--num-samples", type=int, default=4, help="example instructions rendered into the model card (0: none)"
+    )
+    export.add_argument(
+        "--sample-steps", type=int, default=None, help="sampling steps for the card's samples (default: the model's)"
+    )
 
     info = verbs.add_parser("info", help="what an adapter folder holds (the base model is not loaded)")
     info.add_argument("folder")
@@ -43,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("adapters", nargs="+", type=parse_weighted, metavar="DIR:WEIGHT")
     mix.add_argument("--out", required=True)
     mix.add_argument(
-        "--combination", default="cat", choices=["cat", "linear", "svd"],
-        help="cat (default): exact sum of the weighted updates, rank = sum of ranks; linear: keeps the rank, approximate; svd: exact sum truncated to the largest rank",
+        "--combination",
+        default="cat",
+        choices=["cat", "linear", "svd"],
+        help="cat (default): exact sum of the weighted updates, rank = sum of ranks; linear: keeps the rank, "
+        "approximate; svd: exact sum truncated to the largest rank",
     )
 
     merge = verbs.add_parser("merge", help="fold an adapter into its base and save a full stage checkpoint")
     merge.add_argument("adapter", type=parse_weighted, metavar="DIR[:WEIGHT]")
-    merge.add_argument("--base", required=True, help="the base checkpoint the adapter was trained on (or the LoRA run's own checkpoint)")
+    merge.add_argument(
+        "--base",
+        required=True,
+        help="the base checkpoint the adapter was trained on (or the LoRA run's own checkpoint)",
+    )
     merge.add_argument("--out", required=True, help="OUT.ckpt, or a folder that receives model.ckpt")
     return parser
 
@@ -58,7 +82,8 @@ def print_info(summary: dict) -> None:
     print(f"adapter folder: {summary['folder']}")
     for stage, s in summary["stages"].items():
         print(
-            f"  stage {stage}: rank {s['rank']}, alpha {s['alpha']}, {s['layers']} layers, {s['parameters']:,} parameters, "
+            f"  stage {stage}: rank {s['rank']}, alpha {s['alpha']}, {s['layers']} layers, "
+            f"{s['parameters']:,} parameters, "
             f"{s['bytes'] / 1024:.1f} KiB, base {s['fingerprint']}{', diffusers file' if s['diffusers_file'] else ''}"
         )
     print(f"  tasks: {', '.join(summary['tasks']) or 'n/a'}")

@@ -5,8 +5,8 @@ An adapter folder (what `python -m zoo lora export` writes):
     <out>/zoo_adapter.json                       manifest: stages, base fingerprint, rank/alpha, tasks, examples, config
     <out>/README.md                              huggingface_hub ModelCard with the sample images
     <out>/samples/sample_<i>.png                 the example instructions rendered with the adapter (fixed seeds)
-    <out>/<stage>/adapter_config.json            peft LoraConfig            } a plain peft adapter: loads with
-    <out>/<stage>/adapter_model.safetensors      peft keys (base_model.model.*) } PeftModel.from_pretrained(InstructUNet)
+    <out>/<stage>/adapter_config.json            peft LoraConfig                 } a plain peft adapter: loads with
+    <out>/<stage>/adapter_model.safetensors      peft keys (base_model.model.*)  } PeftModel.from_pretrained(...)
     <out>/<stage>/pytorch_lora_weights.safetensors   optional: diffusers' format (backbone UNet layers, `unet.` keys)
 
 Loading is strict: a missing or unreadable file is named, zero matching keys fail, any missing or unexpected key
@@ -106,7 +106,11 @@ def save_weights_checkpoint(model, path: Path) -> Path:
     """A weights-only checkpoint that `--model.init_from` and `InstructImagen.load_from_checkpoint` read (atomic)."""
     from lightning import __version__
 
-    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": __version__}
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": __version__,
+    }
     model.on_save_checkpoint(checkpoint)
     checkpoint.pop("zoo_rng_state", None)
     checkpoint.pop("zoo_nonfinite", None)
@@ -144,7 +148,9 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{folder}: no such adapter folder")
     manifest = _read_json(folder / MANIFEST)
     if manifest.get("format") != FORMAT or not isinstance(manifest.get("stages"), dict):
-        raise ValueError(f"{folder / MANIFEST}: not a zoo adapter manifest (format {manifest.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{folder / MANIFEST}: not a zoo adapter manifest (format {manifest.get('format')!r}, expected {FORMAT!r})"
+        )
     return manifest
 
 
@@ -210,7 +216,7 @@ def _adapter_keys(target: nn.Module, name: str, prefix: str) -> dict[str, torch.
     for key, value in target.state_dict().items():
         if ".lora_" in key and marker in key:
             file_key = key.replace(marker, ".")
-            keys[file_key if file_key.startswith(PEFT_PREFIX) else PEFT_PREFIX + file_key[len(prefix):]] = value.shape
+            keys[file_key if file_key.startswith(PEFT_PREFIX) else PEFT_PREFIX + file_key[len(prefix) :]] = value.shape
     return keys
 
 
@@ -231,20 +237,29 @@ def load_into(
         elif inject:
             inject_adapter_in_model(config, target, adapter_name=name)
     except ValueError as error:
-        raise ValueError(f"{source}: its target modules do not exist in this model ({str(error).splitlines()[0]})") from error
+        raise ValueError(
+            f"{source}: its target modules do not exist in this model ({str(error).splitlines()[0]})"
+        ) from error
     expected = _adapter_keys(target, name, "")
     matched = set(expected) & set(state)
     if not matched:
-        raise ValueError(f"{source}: none of its {len(state)} keys match this model's {len(expected)} adapter keys (e.g. {sorted(state)[:2]} vs {sorted(expected)[:2]})")
+        raise ValueError(
+            f"{source}: none of its {len(state)} keys match this model's {len(expected)} adapter keys "
+            f"(e.g. {sorted(state)[:2]} vs {sorted(expected)[:2]})"
+        )
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in sorted(matched) if state[k].shape != expected[k]]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k])}"
+        for k in sorted(matched)
+        if state[k].shape != expected[k]
+    ]
     if missing or unexpected or shapes:
         raise ValueError(
             f"{source}: {len(matched)} keys match, but {len(missing)} are missing {missing[:5]}, {len(unexpected)} are "
             f"unexpected {unexpected[:5]} and {len(shapes)} have other shapes {shapes[:5]}"
         )
     if not isinstance(target, PeftModel):
-        state = {k[len(PEFT_PREFIX):]: v for k, v in state.items()}
+        state = {k[len(PEFT_PREFIX) :]: v for k, v in state.items()}
     set_peft_model_state_dict(target, state, adapter_name=name)
 
 
@@ -317,23 +332,30 @@ def _example_instructions(config: dict[str, Any] | None, count: int) -> list:
 def _model_card(manifest: dict[str, Any], samples: list[str]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
-    data = ModelCardData(library_name="peft", license="apache-2.0", tags=["lora", "zoo", "instruct-imagen", "text-to-image"])
-    stages = "\n".join(f"| {name} | {s['rank']} | {s['alpha']} | {s['layers']} | `{s['fingerprint']}` |" for name, s in manifest["stages"].items())
+    data = ModelCardData(
+        library_name="peft", license="apache-2.0", tags=["lora", "zoo", "instruct-imagen", "text-to-image"]
+    )
+    stages = "\n".join(
+        f"| {name} | {s['rank']} | {s['alpha']} | {s['layers']} | `{s['fingerprint']}` |"
+        for name, s in manifest["stages"].items()
+    )
     examples = "\n".join(f"- {text}" for text in manifest.get("example_instructions", [])) or "- (none recorded)"
     images = "\n".join(f"![sample {i}]({path})" for i, path in enumerate(samples)) or "(no samples rendered)"
+    tasks = ", ".join(manifest.get("tasks", [])) or "n/a"
+    source = f"`{manifest.get('source_checkpoint')}` at step {manifest.get('global_step')}"
     content = f"""---
 {data.to_yaml()}
 ---
 
 # zoo LoRA adapter
 
-LoRA adapter(s) for a zoo Instruct-Imagen model (arXiv 2401.01952), trained on tasks: {", ".join(manifest.get("tasks", [])) or "n/a"}.
+LoRA adapter(s) for a zoo Instruct-Imagen model (arXiv 2401.01952), trained on tasks: {tasks}.
 
 | stage | rank | alpha | layers | base fingerprint |
 |---|---|---|---|---|
 {stages}
 
-Weights: {manifest.get("weights")} weights of `{manifest.get("source_checkpoint")}` at step {manifest.get("global_step")}.
+Weights: {manifest.get("weights")} weights of {source}.
 
 ## Use
 
@@ -380,10 +402,15 @@ def export(
     model.lora_config.save_pretrained(str(stage_dir))
     # 2. optionally diffusers' single file: the backbone UNet's layers with `unet.` keys (context layers are zoo's own)
     if diffusers:
-        unet_state = {k[len(PEFT_PREFIX):]: v for k, v in state.items() if k.startswith(PEFT_PREFIX + "unet.")}
+        unet_state = {k[len(PEFT_PREFIX) :]: v for k, v in state.items() if k.startswith(PEFT_PREFIX + "unet.")}
         config = model.lora_config.to_dict()
-        config["target_modules"] = sorted({k[len("unet."):].split(".lora_")[0] for k in unet_state})
-        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps({k: list(v) if isinstance(v, set) else v for k, v in config.items()}, default=str)}
+        config["target_modules"] = sorted({k[len("unet.") :].split(".lora_")[0] for k in unet_state})
+        metadata = {
+            "format": "pt",
+            "lora_adapter_metadata": json.dumps(
+                {k: list(v) if isinstance(v, set) else v for k, v in config.items()}, default=str
+            ),
+        }
         save_file(unet_state, stage_dir / DIFFUSERS_FILE, metadata=metadata)
     # 3. manifest, run config, samples and card
     config = _run_config(ckpt)
@@ -399,7 +426,11 @@ def export(
                 "layers": len({k.split(".lora_")[0] for k in state}),
             }
         },
-        "base": {"unet": model.hparams.unet, "text_encoder": model.hparams.text_encoder, "image_size": model.hparams.image_size},
+        "base": {
+            "unet": model.hparams.unet,
+            "text_encoder": model.hparams.text_encoder,
+            "image_size": model.hparams.image_size,
+        },
         "tasks": sorted({spec["class_path"] for spec in ((config or {}).get("data") or {}).get("tasks") or []}),
         "example_instructions": [e.text for e in examples],
         "weights": "ema" if weights == "ema" and "current_model_state" in checkpoint else "live",
@@ -459,7 +490,9 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
             peft_model = PeftModel(skeleton, config, adapter_name=name) if first_adapter else peft_model
             load_into(peft_model, config, state, name, str(Path(folder) / stage), inject=not first_adapter)
         try:
-            peft_model.base_model.add_weighted_adapter(names, [w for _, w in adapters], "mixed", combination_type=combination_type)
+            peft_model.base_model.add_weighted_adapter(
+                names, [w for _, w in adapters], "mixed", combination_type=combination_type
+            )
         except ValueError as error:
             raise ValueError(f"lora mix --combination {combination_type}: {error}") from error
         stage_dir = out / stage
@@ -468,7 +501,12 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
         save_file(state, stage_dir / WEIGHTS_FILE, metadata={"format": "pt"})
         mixed_config = peft_model.peft_config["mixed"]
         mixed_config.save_pretrained(str(stage_dir))
-        mixed_stages[stage] = {**first["stages"][stage], "rank": mixed_config.r, "alpha": mixed_config.lora_alpha, "layers": len({k.split(".lora_")[0] for k in state})}
+        mixed_stages[stage] = {
+            **first["stages"][stage],
+            "rank": mixed_config.r,
+            "alpha": mixed_config.lora_alpha,
+            "layers": len({k.split(".lora_")[0] for k in state}),
+        }
     manifest = {
         **{k: v for k, v in first.items() if k not in ("config", "global_step")},
         "stages": mixed_stages,

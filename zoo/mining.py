@@ -36,7 +36,8 @@ EXACT_LIMIT = 200_000  # `auto` switches to FAISS above this many rows (when fai
 def dataset_key(rows: SourceRows, source: DatasetSource, features_name: str) -> str:
     """A cache key: the dataset's fingerprint (Arrow datasets) or its source description, and the extractor."""
     fingerprint = getattr(rows._rows, "_fingerprint", None) or json.dumps(
-        [source.path, source.split, source.skip, source.max_rows, len(rows)])
+        [source.path, source.split, source.skip, source.max_rows, len(rows)]
+    )
     digest = hashlib.sha256(f"{fingerprint}|{source.columns}|{features_name}".encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9]+", "-", features_name).strip("-")[:40]
     return f"{digest}-{slug}"
@@ -54,10 +55,14 @@ def embed_rows(rows: SourceRows, features, batch_size: int = 64) -> tuple[torch.
             except (ValueError, OSError):  # unreadable: embeds as zeros and never becomes anyone's neighbour
                 valid[index], image = False, None
             images.append(image)
-        pixels = torch.stack([
-            TF.to_dtype(TF.to_image(im), torch.float32, scale=True) * 2 - 1 if im is not None
-            else torch.zeros(3, EMBED_SIZE, EMBED_SIZE) for im in images
-        ])
+        pixels = torch.stack(
+            [
+                TF.to_dtype(TF.to_image(im), torch.float32, scale=True) * 2 - 1
+                if im is not None
+                else torch.zeros(3, EMBED_SIZE, EMBED_SIZE)
+                for im in images
+            ]
+        )
         vectors.append(features.encode_image(pixels).float())
     embeddings = torch.cat(vectors)
     embeddings[~valid] = 0
@@ -72,7 +77,7 @@ def exact_topk(
     count = min(count, max(n - 1, 1))
     sims, indices = [], []
     for start in range(0, n, chunk):
-        block = embeddings[start:start + chunk] @ embeddings.T  # (c, N)
+        block = embeddings[start : start + chunk] @ embeddings.T  # (c, N)
         block[:, ~valid] = -float("inf")
         rows = torch.arange(start, min(start + chunk, n))
         block[torch.arange(len(rows)), rows] = -float("inf")  # never one's own neighbour
@@ -111,8 +116,10 @@ def faiss_topk(
 
 def select_neighbours(sims: torch.Tensor, indices: torch.Tensor, k: int, dedup: float) -> list[list[int]]:
     """Per row, the best `k` candidates that are not near-duplicates of it (similarity < `dedup`)."""
-    return [[int(i) for s, i in zip(srow.tolist(), irow.tolist()) if s != -float("inf") and s < dedup][:k]
-            for srow, irow in zip(sims, indices)]
+    return [
+        [int(i) for s, i in zip(srow.tolist(), irow.tolist()) if s != -float("inf") and s < dedup][:k]
+        for srow, irow in zip(sims, indices)
+    ]
 
 
 def mine(
@@ -155,16 +162,30 @@ def mine(
     neighbours = select_neighbours(sims, found, k, dedup)
     neighbours = [ns if valid[row] else [] for row, ns in enumerate(neighbours)]
     # the pairs as the task reads them (images as bytes, so the output does not depend on the source's folder)
-    table = datasets.Dataset.from_generator(_rows_with_images, gen_kwargs={"rows": rows, "neighbours": neighbours},
-                                            features=datasets.Features({
-                                                "image": datasets.Image(), "caption": datasets.Value("string"),
-                                                "neighbours": datasets.Sequence(datasets.Value("int64"))}))
+    table = datasets.Dataset.from_generator(
+        _rows_with_images,
+        gen_kwargs={"rows": rows, "neighbours": neighbours},
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "caption": datasets.Value("string"),
+                "neighbours": datasets.Sequence(datasets.Value("int64")),
+            }
+        ),
+    )
     table.save_to_disk(str(out))
     usable = sum(len(ns) >= 3 for ns in neighbours)
     near_duplicates = int(((sims >= dedup) & (sims != -float("inf"))).sum())
-    return {"rows": len(rows), "usable": usable, "unreadable": int((~valid).sum()), "near_duplicates": near_duplicates,
-            "index": "faiss" if use_faiss else "exact", "features": extractor.name, "cache": str(folder),
-            "out": str(out)}
+    return {
+        "rows": len(rows),
+        "usable": usable,
+        "unreadable": int((~valid).sum()),
+        "near_duplicates": near_duplicates,
+        "index": "faiss" if use_faiss else "exact",
+        "features": extractor.name,
+        "cache": str(folder),
+        "out": str(out),
+    }
 
 
 def _rows_with_images(rows: SourceRows, neighbours: list[list[int]]):
@@ -201,14 +222,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--image-column", default="image")
     parser.add_argument("--caption-column", default="caption")
     parser.add_argument("--out", required=True, type=Path, help="where the mined dataset is written (save_to_disk)")
-    parser.add_argument("--features", default="auto",
-                        help="auto | handcrafted | efficientnet-lite0 | a local CLIP/DINO folder")
+    parser.add_argument(
+        "--features", default="auto", help="auto | handcrafted | efficientnet-lite0 | a local CLIP/DINO folder"
+    )
     parser.add_argument("--k", type=int, default=4, help="neighbours kept per row (paper: clusters of 5 = target + 4)")
     parser.add_argument("--candidates", type=int, default=10, help="nearest candidates considered (paper: top 10)")
-    parser.add_argument("--dedup", type=float, default=0.95,
-                        help="cosine similarity at which a candidate is a near-duplicate")
-    parser.add_argument("--index", default="auto", choices=["auto", "exact", "faiss"],
-                        help=f"exact search, FAISS (pip install faiss-cpu), or auto: FAISS above {EXACT_LIMIT} rows")
+    parser.add_argument(
+        "--dedup", type=float, default=0.95, help="cosine similarity at which a candidate is a near-duplicate"
+    )
+    parser.add_argument(
+        "--index",
+        default="auto",
+        choices=["auto", "exact", "faiss"],
+        help=f"exact search, FAISS (pip install faiss-cpu), or auto: FAISS above {EXACT_LIMIT} rows",
+    )
     parser.add_argument("--cache", type=Path, default=Path("cache/mining"), help="embedding/index cache root")
     args = parser.parse_args(argv)
     import datasets
@@ -221,8 +248,10 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{summary['rows']} rows embedded with {summary['features']} ({summary['index']} search); "
-          f"{summary['usable']} have ≥ 3 neighbours, {summary['near_duplicates']} near-duplicate candidates dropped, "
-          f"{summary['unreadable']} unreadable")
+    print(
+        f"{summary['rows']} rows embedded with {summary['features']} ({summary['index']} search); "
+        f"{summary['usable']} have ≥ 3 neighbours, {summary['near_duplicates']} near-duplicate candidates dropped, "
+        f"{summary['unreadable']} unreadable"
+    )
     print(f"Mined dataset written to {summary['out']} (embeddings cached in {summary['cache']})")
     return 0

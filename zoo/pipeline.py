@@ -56,7 +56,9 @@ def _unet_and_context(module: InstructImagen | SuperResolution):
 
 def _same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and type(a.tokenizer) is type(b.tokenizer)
+    return (
+        sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa) and type(a.tokenizer) is type(b.tokenizer)
+    )
 
 
 class InstructImagenPipeline:
@@ -160,8 +162,8 @@ class InstructImagenPipeline:
             "---\nlibrary_name: zoo\ntags:\n- instruct-imagen\n- text-to-image\n- zoo\n---\n\n"
             f"# Instruct-Imagen cascade\n\nBase stage {hp.image_size} px{sr}, text encoder `{hp.text_encoder}`, "
             f"written by zoo {zoo.__version__}.\n\n```python\nfrom zoo.pipeline import InstructImagenPipeline\n\n"
-            f"pipe = InstructImagenPipeline.from_pretrained(\"path/to/this/folder\")\n"
-            f"images = pipe(\"Draw a red circle on the left\")\n```\n"
+            f'pipe = InstructImagenPipeline.from_pretrained("path/to/this/folder")\n'
+            f'images = pipe("Draw a red circle on the left")\n```\n'
         )
 
     # ------------------------------------------------------------------------------------------------ loading
@@ -236,15 +238,28 @@ class InstructImagenPipeline:
         name = sampler or self.sampler
         base, hp = self.base, self.base.hparams
         # 1. base stage at its own resolution
-        chosen = make_sampler(name, base.scheduler, num_inference_steps, guidance_scale, context_guidance_scale, hp.sample_steps, hp.guidance_scale)
+        chosen = make_sampler(
+            name,
+            base.scheduler,
+            num_inference_steps,
+            guidance_scale,
+            context_guidance_scale,
+            hp.sample_steps,
+            hp.guidance_scale,
+        )
         at_base = [resize_instruction(i, hp.image_size) for i in items]
         images = base.generate(at_base, chosen.num_inference_steps, chosen.guidance, seed, scheduler=chosen.scheduler)
         # 2. super-resolution of the base images, reading the same instructions
         if self.sr is not None:
             shp = self.sr.hparams
             chosen = make_sampler(
-                "ddpm" if name == "paper" else name, self.sr.scheduler, sr_num_inference_steps, sr_guidance_scale,
-                context_guidance_scale if shp.read_context else None, shp.sample_steps, shp.guidance_scale,
+                "ddpm" if name == "paper" else name,
+                self.sr.scheduler,
+                sr_num_inference_steps,
+                sr_guidance_scale,
+                context_guidance_scale if shp.read_context else None,
+                shp.sample_steps,
+                shp.guidance_scale,
             )
             images = self.sr.generate(items, images, chosen, seed, noise_level)
         if output_type == "pt":

@@ -31,9 +31,7 @@ from zoo.sources import DatasetSource, RowError, SourceRows
 MIN_IMAGE_SIZE = 8
 
 
-def load_templates(
-    path: str | Path, required: set[str] | None = None, markers: Iterable[str] = ()
-) -> list[str]:
+def load_templates(path: str | Path, required: set[str] | None = None, markers: Iterable[str] = ()) -> list[str]:
     """Reads one template per line (blank lines and '#' comments skipped) and checks them.
 
     Args:

@@ -43,7 +43,9 @@ class Guidance:
             raise ValueError(f"guidance scales must be ≥ 0; got scale={self.scale}, context_scale={self.context_scale}")
 
 
-def guided_prediction(model_fn: ModelFn, x_t: torch.Tensor, t: torch.Tensor, guidance: Guidance, guided: bool = True) -> torch.Tensor:
+def guided_prediction(
+    model_fn: ModelFn, x_t: torch.Tensor, t: torch.Tensor, guidance: Guidance, guided: bool = True
+) -> torch.Tensor:
     """One guided model evaluation (see the module docstring for the formula)."""
     if not guided or (guidance.scale == 1.0 and guidance.context_scale is None):
         (v_full,) = model_fn(x_t, t, ("full",))

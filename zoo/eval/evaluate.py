@@ -19,8 +19,8 @@ import torch
 
 from zoo.eval.baselines import GENERIC, baseline_images
 from zoo.eval.bootstrap import METHOD as BOOTSTRAP_METHOD
-from zoo.eval.features import FeatureExtractor, load_features
 from zoo.eval.families import standard_metrics
+from zoo.eval.features import FeatureExtractor, load_features
 from zoo.eval.quality import METHOD as PQ_METHOD
 from zoo.eval.quality import RealismPQ
 from zoo.eval.report import (
@@ -122,7 +122,7 @@ def generate_sets(
         instructions = list(eval_set.instructions)
         chunks = []
         for b, start in enumerate(range(0, len(instructions), batch_size)):
-            batch = collate_instructions(instructions[start:start + batch_size], image_size=(size, size))
+            batch = collate_instructions(instructions[start : start + batch_size], image_size=(size, size))
             if drop_context:
                 batch = replace(batch, context_mask=torch.zeros_like(batch.context_mask))
             if sampler is None:
@@ -134,8 +134,11 @@ def generate_sets(
                     sampler, model.scheduler, steps, guidance, None, hp.sample_steps, hp.guidance_scale
                 )
                 images_b = model.generate(
-                    batch, num_inference_steps=chosen.num_inference_steps, guidance=chosen.guidance,
-                    seed=seed + 1000 * s + b, scheduler=chosen.scheduler,
+                    batch,
+                    num_inference_steps=chosen.num_inference_steps,
+                    guidance=chosen.guidance,
+                    seed=seed + 1000 * s + b,
+                    scheduler=chosen.scheduler,
                 )
             chunks.append(images_b.cpu())
         images[eval_set.name] = torch.cat(chunks)
@@ -178,17 +181,31 @@ def score_sets(
         for index, (instruction, image, quality) in enumerate(zip(instructions, generated, qualities)):
             where = f"suite {suite.name!r}, set {eval_set.name!r}, example {index}"
             rating = as_rating(suite.score(instruction.meta, image), where)
-            examples.append({
-                "id": index, "text": instruction.text, "conditions": rating.conditions, "attributes": rating.attributes,
-                "context": context_score(rating.conditions), "SC": semantic_consistency(rating.conditions, where),
-                "PQ": quality,
-            })
+            examples.append(
+                {
+                    "id": index,
+                    "text": instruction.text,
+                    "conditions": rating.conditions,
+                    "attributes": rating.attributes,
+                    "context": context_score(rating.conditions),
+                    "SC": semantic_consistency(rating.conditions, where),
+                    "PQ": quality,
+                }
+            )
         metrics, notes = standard_metrics(eval_set, generated, extractors, suite.annotators) if standard else ({}, [])
-        rows.append({
-            "name": eval_set.name, "split": eval_set.split, "family": eval_set.family, "n": len(instructions),
-            **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
-            "attributes": attribute_rates(examples), "metrics": metrics, "notes": notes, "examples": examples,
-        })
+        rows.append(
+            {
+                "name": eval_set.name,
+                "split": eval_set.split,
+                "family": eval_set.family,
+                "n": len(instructions),
+                **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
+                "attributes": attribute_rates(examples),
+                "metrics": metrics,
+                "notes": notes,
+                "examples": examples,
+            }
+        )
     return rows
 
 
@@ -206,8 +223,9 @@ def score_baselines(suite: Suite, extractors: list[FeatureExtractor], pq: PQScor
     return baselines
 
 
-def ablated_rows(model, suite: Suite, full: list[dict], extractors: list[FeatureExtractor], pq: PQScorer,
-                 **sampling) -> list[dict]:
+def ablated_rows(
+    model, suite: Suite, full: list[dict], extractors: list[FeatureExtractor], pq: PQScorer, **sampling
+) -> list[dict]:
     """The set rows of generations with the context removed. A set with no context keeps its full rows: with nothing
     to remove, the same seeds give the same images."""
     with_context = {s.name for s in suite.sets if any(i.context for i in s.instructions)}
@@ -254,8 +272,15 @@ def evaluate(
         images = generate_sets(model, suite, **sampling)
         sets = score_sets(suite, images, extractors, pq)
         without = ablated_rows(model, suite, sets, extractors, pq, **sampling)
-        models.append({"label": label, "checkpoint": str(path), "sets": sets, "averages": split_averages(sets),
-                       "ablation": context_ablation(sets, without)})
+        models.append(
+            {
+                "label": label,
+                "checkpoint": str(path),
+                "sets": sets,
+                "averages": split_averages(sets),
+                "ablation": context_ablation(sets, without),
+            }
+        )
         for eval_set in suite.sets:
             sheet = out / "sheets" / label / f"{eval_set.name}.png"
             sheet.parent.mkdir(parents=True, exist_ok=True)
@@ -290,22 +315,41 @@ def evaluate(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", action="append", required=True, metavar="[LABEL=]PATH",
-                        help="a checkpoint, an exported pipeline folder (python -m zoo export), or a run folder (newest "
-                             "last.ckpt); repeat to compare models side by side")
+    parser.add_argument(
+        "--ckpt",
+        action="append",
+        required=True,
+        metavar="[LABEL=]PATH",
+        help="a checkpoint, an exported pipeline folder (python -m zoo export), or a run folder (newest "
+        "last.ckpt); repeat to compare models side by side",
+    )
     parser.add_argument("--suite", default="builtin", help="'builtin' (tasks.suites:builtin) or module:attribute")
     parser.add_argument("--n", type=int, default=8, help="instructions per eval set (default 8)")
-    parser.add_argument("--sampler", default=None, metavar="NAME",
-                        help="a named sampler (ddpm, paper, dpmsolver++, sde-dpmsolver++, unipc; see "
-                             "zoo.diffusion.samplers); default: the model's own sampling")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="sampling steps (default: the sampler's, else the model's sample_steps)")
-    parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the sampler's, else the model's)")
+    parser.add_argument(
+        "--sampler",
+        default=None,
+        metavar="NAME",
+        help="a named sampler (ddpm, paper, dpmsolver++, sde-dpmsolver++, unipc; see "
+        "zoo.diffusion.samplers); default: the model's own sampling",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="sampling steps (default: the sampler's, else the model's sample_steps)"
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the sampler's, else the model's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--features", action="append", default=None, metavar="SPEC",
-                        help="auto (default), handcrafted, efficientnet-lite0, or a local CLIP/DINO folder; repeatable")
+    parser.add_argument(
+        "--features",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="auto (default), handcrafted, efficientnet-lite0, or a local CLIP/DINO folder; repeatable",
+    )
     parser.add_argument("--out", default="eval", help="output folder (default ./eval)")
     return parser
 
@@ -316,8 +360,18 @@ def main(argv: list[str]) -> int:
         if args.n < 1:
             raise ValueError(f"--n must be at least 1, got {args.n}")
         checkpoints = parse_checkpoints(args.ckpt)
-        results = evaluate(checkpoints, args.suite, args.out, args.n, args.steps, args.guidance, args.seed,
-                           args.features, args.batch_size, args.sampler)
+        results = evaluate(
+            checkpoints,
+            args.suite,
+            args.out,
+            args.n,
+            args.steps,
+            args.guidance,
+            args.seed,
+            args.features,
+            args.batch_size,
+            args.sampler,
+        )
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

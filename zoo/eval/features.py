@@ -93,10 +93,14 @@ class HandcraftedFeatures(FeatureExtractor):
         index = (bins[:, 0] * self.BINS + bins[:, 1]) * self.BINS + bins[:, 2]
         hist = F.one_hot(index.flatten(1), self.BINS**3).float().mean(1).sqrt()
         grey = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
-        hogs = torch.stack([
-            torch.from_numpy(hog(g.double().numpy(), orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)))
-            for g in grey
-        ]).float()
+        hogs = torch.stack(
+            [
+                torch.from_numpy(
+                    hog(g.double().numpy(), orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2))
+                )
+                for g in grey
+            ]
+        ).float()
         return torch.cat([F.normalize(hist, dim=-1), F.normalize(hogs, dim=-1)], dim=-1) / 2**0.5
 
 

@@ -41,8 +41,16 @@ a layout, ...), SC is the score of the *least* followed one.
 """
 
 
-def export(checkpoints: dict[str, Path], suite_spec: str, out: str | Path, n: int, steps: int | None,
-           guidance: float | None, seed: int, batch_size: int = 16) -> Path:
+def export(
+    checkpoints: dict[str, Path],
+    suite_spec: str,
+    out: str | Path,
+    n: int,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    batch_size: int = 16,
+) -> Path:
     """Generates every set for every model and writes images, GUIDELINES.md and sheet.csv; returns the sheet."""
     from zoo.eval.evaluate import generate_sets, load_model
     from zoo.eval.suite import resolve_suite
@@ -64,11 +72,19 @@ def export(checkpoints: dict[str, Path], suite_spec: str, out: str | Path, n: in
                 for k, item in enumerate(instruction.context, start=1):
                     to_pil(item.image).save(folder / f"{index:04d}_ref{k}.png")
                     references.append(f"{item.prompt}: {(folder / f'{index:04d}_ref{k}.png').relative_to(out)}")
-                rows.append({
-                    "model": label, "task": eval_set.name, "split": eval_set.split, "id": index,
-                    "image": str((folder / f"{index:04d}.png").relative_to(out)),
-                    "references": " | ".join(references), "instruction": instruction.text, "SC": "", "PQ": "",
-                })
+                rows.append(
+                    {
+                        "model": label,
+                        "task": eval_set.name,
+                        "split": eval_set.split,
+                        "id": index,
+                        "image": str((folder / f"{index:04d}.png").relative_to(out)),
+                        "references": " | ".join(references),
+                        "instruction": instruction.text,
+                        "SC": "",
+                        "PQ": "",
+                    }
+                )
     (out / "GUIDELINES.md").write_text(GUIDELINES, encoding="utf-8")
     sheet = out / "sheet.csv"
     with sheet.open("w", newline="", encoding="utf-8") as handle:
@@ -112,8 +128,10 @@ def read_sheet(path: str | Path) -> dict[tuple[str, str, int], dict]:
             if key in ratings:
                 raise ValueError(f"{where}: model {key[0]!r}, task {key[1]!r}, id {example} appears twice")
             ratings[key] = {
-                "split": row["split"], "instruction": row["instruction"],
-                "SC": _rating(row["SC"], f"{where}, column SC"), "PQ": _rating(row["PQ"], f"{where}, column PQ"),
+                "split": row["split"],
+                "instruction": row["instruction"],
+                "SC": _rating(row["SC"], f"{where}, column SC"),
+                "PQ": _rating(row["PQ"], f"{where}, column PQ"),
             }
     if not ratings:
         raise ValueError(f"rating sheet {path} has no rows")
@@ -133,21 +151,31 @@ def import_ratings(sheets: list[str | Path], out: str | Path) -> dict:
     for key in keys:
         model, task, example = key
         first = per_rater[0][key]
-        grouped[model][task].append({
-            "id": example, "text": first["instruction"], "split": first["split"],
-            "SC": sum(r[key]["SC"] for r in per_rater) / len(per_rater),
-            "PQ": sum(r[key]["PQ"] for r in per_rater) / len(per_rater),
-        })
+        grouped[model][task].append(
+            {
+                "id": example,
+                "text": first["instruction"],
+                "split": first["split"],
+                "SC": sum(r[key]["SC"] for r in per_rater) / len(per_rater),
+                "PQ": sum(r[key]["PQ"] for r in per_rater) / len(per_rater),
+            }
+        )
     models = []
     for model, tasks in grouped.items():
         sets = []
         for task, examples in tasks.items():
-            sets.append({
-                "name": task, "split": examples[0]["split"], "family": None, "n": len(examples),
-                **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
-                "metrics": {}, "notes": [],
-                "examples": [{k: e[k] for k in ("id", "text", "SC", "PQ")} for e in examples],
-            })
+            sets.append(
+                {
+                    "name": task,
+                    "split": examples[0]["split"],
+                    "family": None,
+                    "n": len(examples),
+                    **summarise_set([e["SC"] for e in examples], [e["PQ"] for e in examples]),
+                    "metrics": {},
+                    "notes": [],
+                    "examples": [{k: e[k] for k in ("id", "text", "SC", "PQ")} for e in examples],
+                }
+            )
         models.append({"label": model, "checkpoint": "(rated images)", "sets": sets, "averages": split_averages(sets)})
     results = {
         "suite": ", ".join(str(s) for s in sheets),

@@ -128,7 +128,8 @@ def compare(a: dict, b: dict, metrics: Sequence[str] = METRICS, b_is_baseline: b
         for m in metrics:
             difference = _nan_mean([mine[m] for mine, _ in pairs]) - _nan_mean([other[m] for _, other in pairs])
             averages[split][m] = {
-                "difference": difference, "interval": bounds[m],
+                "difference": difference,
+                "interval": bounds[m],
                 "verdict": _verdict(a["label"], b_name, difference, bounds[m]),
             }
     return {"a": a["label"], "b": b["label"], "b is baseline": b_is_baseline, "sets": per_set, "averages": averages}
@@ -147,12 +148,20 @@ def flags(models: Sequence[dict], baselines: Sequence[dict]) -> list[dict]:
         for row in model["sets"]:
             beaten = {
                 baseline["label"]: other["SC"]
-                for baseline in baselines for other in baseline["sets"]
+                for baseline in baselines
+                for other in baseline["sets"]
                 if other["name"] == row["name"] and other["SC"] >= row["SC"]
             }
             if beaten:
-                found.append({"set": row["name"], "split": row["split"], "model": model["label"], "model SC": row["SC"],
-                              "baselines": beaten})
+                found.append(
+                    {
+                        "set": row["name"],
+                        "split": row["split"],
+                        "model": model["label"],
+                        "model SC": row["SC"],
+                        "baselines": beaten,
+                    }
+                )
     return found
 
 
@@ -164,16 +173,33 @@ def context_ablation(full: Sequence[dict], ablated: Sequence[dict]) -> dict:
     """
     sets, drops = [], {}
     for with_row, without_row in zip(full, ablated):
-        pairs = [(a["context"], b["context"]) for a, b in zip(with_row["examples"], without_row["examples"])
-                 if a["context"] is not None and b["context"] is not None]
+        pairs = [
+            (a["context"], b["context"])
+            for a, b in zip(with_row["examples"], without_row["examples"])
+            if a["context"] is not None and b["context"] is not None
+        ]
         sc_without = [e["SC"] for e in without_row["examples"]]
-        entry = {"name": with_row["name"], "split": with_row["split"], "n": with_row["n"],
-                 "with context": None, "without context": None, "drop": None, "drop interval": NO_INTERVAL,
-                 "SC without context": _mean(sc_without), "SC without context interval": mean_interval([sc_without])}
+        entry = {
+            "name": with_row["name"],
+            "split": with_row["split"],
+            "n": with_row["n"],
+            "with context": None,
+            "without context": None,
+            "drop": None,
+            "drop interval": NO_INTERVAL,
+            "SC without context": _mean(sc_without),
+            "SC without context interval": mean_interval([sc_without]),
+        }
         if pairs:
             drop = drops[with_row["name"]] = [a - b for a, b in pairs]
-            entry.update({"with context": _mean([a for a, _ in pairs]), "without context": _mean([b for _, b in pairs]),
-                          "drop": _mean(drop), "drop interval": mean_interval([drop])})
+            entry.update(
+                {
+                    "with context": _mean([a for a, _ in pairs]),
+                    "without context": _mean([b for _, b in pairs]),
+                    "drop": _mean(drop),
+                    "drop interval": mean_interval([drop]),
+                }
+            )
         entry["examples"] = [{"id": e["id"], "context": e["context"], "SC": e["SC"]} for e in without_row["examples"]]
         sets.append(entry)
     averages = {}
@@ -209,7 +235,7 @@ def _fmt_metric(value: float) -> str:
 
 
 def _ci(value: float | None, bounds: Sequence[float | None] | None, sign: bool = False) -> str:
-    """"0.25 [0.10, 0.40]"; the interval is left out where it is undefined (fewer than 2 examples, unknown PQ)."""
+    """ "0.25 [0.10, 0.40]"; the interval is left out where it is undefined (fewer than 2 examples, unknown PQ)."""
     if value is None or math.isnan(value):
         return "–"
     number = (lambda v: f"{0.0 if abs(v) < 0.005 else v:+.2f}") if sign else _fmt  # no "-0.00"
@@ -248,8 +274,11 @@ def _split_table(results: dict, split: str) -> list[str]:
             lines.append(f"| **Average** | {who} | " + " | ".join(cells) + " | |")
     marked = [f for f in results.get("flags", []) if f["split"] == split]
     if marked:
-        lines += ["", f"{FLAG} A chance baseline scores SC at least as high as a model here, so that model's SC shows "
-                  "nothing on this set:"]
+        lines += [
+            "",
+            f"{FLAG} A chance baseline scores SC at least as high as a model here, so that model's SC shows "
+            "nothing on this set:",
+        ]
         for flag in marked:
             beaten = ", ".join(f"`{name}` {_fmt(sc)}" for name, sc in flag["baselines"].items())
             model = f"`{flag['model']}` SC {_fmt(flag['model SC'])}"
@@ -261,8 +290,12 @@ def _comparison_lines(results: dict) -> list[str]:
     found = results.get("comparisons", [])
     if not found:
         return []
-    lines = ["", "## Comparisons (paired bootstrap, 95%)", "",
-             "Differences a − b on the same examples and seeds; \"beats\" only where the interval excludes 0."]
+    lines = [
+        "",
+        "## Comparisons (paired bootstrap, 95%)",
+        "",
+        'Differences a − b on the same examples and seeds; "beats" only where the interval excludes 0.',
+    ]
     pairs = [c for c in found if not c["b is baseline"]]
     if pairs:
         lines.append("")
@@ -270,20 +303,34 @@ def _comparison_lines(results: dict) -> list[str]:
         for split, average in comparison["averages"].items():
             for metric in METRICS:
                 d = average[metric]
-                lines.append(f"- `{comparison['a']}` vs `{comparison['b']}`, {split} {metric}: **{d['verdict']}** "
-                             f"({_ci(d['difference'], d['interval'], sign=True)})")
+                lines.append(
+                    f"- `{comparison['a']}` vs `{comparison['b']}`, {split} {metric}: **{d['verdict']}** "
+                    f"({_ci(d['difference'], d['interval'], sign=True)})"
+                )
     for comparison in pairs:
-        lines += ["", f"Per set, `{comparison['a']}` − `{comparison['b']}`:", "", "| set | SC | PQ | O |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Per set, `{comparison['a']}` − `{comparison['b']}`:",
+            "",
+            "| set | SC | PQ | O |",
+            "|---|---|---|---|",
+        ]
         for name, d in comparison["sets"].items():
-            lines.append(f"| {name} | " + " | ".join(_ci(d[m]["difference"], d[m]["interval"], sign=True)
-                                                     for m in METRICS) + " |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_ci(d[m]["difference"], d[m]["interval"], sign=True) for m in METRICS)
+                + " |"
+            )
     versus_chance = [c for c in found if c["b is baseline"]]
     splits = list(dict.fromkeys(split for c in versus_chance for split in c["averages"]))
     if versus_chance:
-        lines += ["", "Each model against each chance baseline, SC averaged over the sets the baseline applies to:", "",
-                  "| model | baseline | " + " | ".join(f"{split} SC difference" for split in splits) + " |",
-                  "|---|---|" + "---|" * len(splits)]
+        lines += [
+            "",
+            "Each model against each chance baseline, SC averaged over the sets the baseline applies to:",
+            "",
+            "| model | baseline | " + " | ".join(f"{split} SC difference" for split in splits) + " |",
+            "|---|---|" + "---|" * len(splits),
+        ]
         for comparison in versus_chance:
             cells = []
             for split in splits:
@@ -298,25 +345,34 @@ def _ablation_lines(results: dict) -> list[str]:
     models = [m for m in results["models"] if "ablation" in m]
     if not models:
         return []
-    lines = ["", "## Context ablation (the same model, seeds and examples, context removed)", "",
-             "Context score: per example the mean of its context conditions (every input but the payload text), "
-             "averaged over the set. A model that reads its context loses there; \"–\": the set has no context "
-             "condition.", "",
-             "| set | split | model | context score | without context | drop | SC without context |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Context ablation (the same model, seeds and examples, context removed)",
+        "",
+        "Context score: per example the mean of its context conditions (every input but the payload text), "
+        'averaged over the set. A model that reads its context loses there; "–": the set has no context '
+        "condition.",
+        "",
+        "| set | split | model | context score | without context | drop | SC without context |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split in SPLITS:
         for model in models:
             for row in (s for s in model["ablation"]["sets"] if s["split"] == split):
-                lines.append(f"| {row['name']} | {split} | {model['label']} | {_fmt(row['with context'])} | "
-                             f"{_fmt(row['without context'])} | {_ci(row['drop'], row['drop interval'], sign=True)} | "
-                             f"{_ci(row['SC without context'], row['SC without context interval'])} |")
+                lines.append(
+                    f"| {row['name']} | {split} | {model['label']} | {_fmt(row['with context'])} | "
+                    f"{_fmt(row['without context'])} | {_ci(row['drop'], row['drop interval'], sign=True)} | "
+                    f"{_ci(row['SC without context'], row['SC without context interval'])} |"
+                )
         for model in models:
             average = model["ablation"]["averages"].get(split)
             if average:
-                lines.append(f"| **Average** | {split} | {model['label']} | {_fmt(average['with context'])} | "
-                             f"{_fmt(average['without context'])} | "
-                             f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
-                             f"{_ci(average['SC without context'], average['SC without context interval'])} |")
+                lines.append(
+                    f"| **Average** | {split} | {model['label']} | {_fmt(average['with context'])} | "
+                    f"{_fmt(average['without context'])} | "
+                    f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
+                    f"{_ci(average['SC without context'], average['SC without context interval'])} |"
+                )
     return lines
 
 
@@ -326,8 +382,13 @@ def _attribute_lines(results: dict) -> list[str]:
     kinds = list(dict.fromkeys(k for _, e in entries for s in e["sets"] for k in s.get("attributes", {})))
     if not kinds:
         return []
-    lines = ["", "## Attribute pass rates (share of checks passed, per kind)", "",
-             "| set | model | " + " | ".join(kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+    lines = [
+        "",
+        "## Attribute pass rates (share of checks passed, per kind)",
+        "",
+        "| set | model | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
     names = list(dict.fromkeys(s["name"] for _, e in entries for s in e["sets"]))
     for name in names:
         label = name
@@ -363,8 +424,9 @@ def markdown(results: dict) -> str:
     lines += [f"- **SC**: {results['sc_method']}", f"- **PQ**: {results['pq_method']}"]
     lines.append("- **O** = √(SC·PQ) of the set means (Table 4's Overall); Average rows are means over sets.")
     if results.get("bootstrap"):
-        lines.append(f"- **Intervals** [low, high]: {results['bootstrap']}; O is recomputed from each resample's "
-                     "means.")
+        lines.append(
+            f"- **Intervals** [low, high]: {results['bootstrap']}; O is recomputed from each resample's means."
+        )
     if results.get("baseline_method"):
         lines.append(f"- **Baselines**: {results['baseline_method']}")
     for feature in results.get("features", []):

@@ -67,7 +67,9 @@ class SampleGrid(Callback):
         pl_module.eval()
         # Swapping is Lightning's own way to show EMA weights (it does so for validation); after training ends
         # both copies hold the average, so the swap is harmless there too.
-        averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging) and cb._average_model is not None]
+        averaging = [
+            cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging) and cb._average_model is not None
+        ]
         for callback in averaging:
             callback._swap_models(pl_module)
         try:

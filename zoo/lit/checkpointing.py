@@ -40,7 +40,8 @@ def check_state_compatible(own: dict[str, torch.Tensor], theirs: dict[str, Any],
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys in {source} {unexpected[:5]}")
         raise ValueError(
-            f"{source} was written by another recipe or model: " + "; ".join(parts)
+            f"{source} was written by another recipe or model: "
+            + "; ".join(parts)
             + ". Resume with the recipe that wrote it, or start from its weights with --model.init_from"
         )
 

@@ -372,8 +372,11 @@ class InstructionDataModule(LightningDataModule):
         self.tasks, self.ratios = tasks, ratios
         self.image_size, self.batch_size, self.num_workers, self.seed = image_size, batch_size, num_workers, seed
         common = dict(
-            val_fraction=val_fraction, image_size=image_size, seed=seed,
-            on_bad_example=on_bad_example, max_consecutive_bad=max_consecutive_bad,
+            val_fraction=val_fraction,
+            image_size=image_size,
+            seed=seed,
+            on_bad_example=on_bad_example,
+            max_consecutive_bad=max_consecutive_bad,
         )
         self.train_dataset = TaskMixture(tasks, ratios, samples_per_epoch, "train", **common)
         self.val_dataset = TaskMixture(tasks, ratios, val_samples, "val", **common)

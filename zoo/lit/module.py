@@ -101,7 +101,9 @@ class InstructImagen(LightningModule):
         if takes_weights_config(unet, init_from):
             rank_zero_info(f"unet {unet!r}: built from {init_from}'s config.json (the preset's widths are fitted)")
         self.text_encoder = build_text_encoder(text_encoder, text_max_length)
-        self.hparams["text_encoder"] = text_encoder if isinstance(text_encoder, str) else self.text_encoder.config_spec()
+        self.hparams["text_encoder"] = (
+            text_encoder if isinstance(text_encoder, str) else self.text_encoder.config_spec()
+        )
         check_text_width(config, self.text_encoder)
         self.model = InstructUNet(UNet2DConditionModel(**config), context_grad=context_grad)
         self.scheduler = make_scheduler(num_train_timesteps)
@@ -133,7 +135,9 @@ class InstructImagen(LightningModule):
 
     # ------------------------------------------------------------------------------------------------- training
     def training_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
-        drop_all, drop_ctx = condition_dropout(len(batch), self.hparams.drop_text_and_context, self.hparams.drop_context)
+        drop_all, drop_ctx = condition_dropout(
+            len(batch), self.hparams.drop_text_and_context, self.hparams.drop_context
+        )
         texts = ["" if drop else text for text, drop in zip(batch.texts, drop_all.tolist())]
         text, text_mask = self.encode_text(texts)
         context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.device))
@@ -153,7 +157,9 @@ class InstructImagen(LightningModule):
         text, text_mask = self.encode_text(batch.texts)
         context = self.encode_context(batch)
         generator = torch.Generator().manual_seed(batch_idx)  # the same noise and timesteps every validation
-        loss = v_loss(lambda x_t, t: self.model(x_t, t, text, text_mask, context), self.scheduler, batch.target, generator)
+        loss = v_loss(
+            lambda x_t, t: self.model(x_t, t, text, text_mask, context), self.scheduler, batch.target, generator
+        )
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
@@ -172,14 +178,22 @@ class InstructImagen(LightningModule):
 
             from zoo.lit.adafactor import CappedAdafactor
 
-            settings = dict(lr=hp.learning_rate, beta1=beta1, weight_decay=hp.weight_decay, scale_parameter=False,
-                            relative_step=False, warmup_init=False)
+            settings = dict(
+                lr=hp.learning_rate,
+                beta1=beta1,
+                weight_decay=hp.weight_decay,
+                scale_parameter=False,
+                relative_step=False,
+                warmup_init=False,
+            )
             if beta2_cap is None:
                 optimizer = Adafactor(params, **settings)
             else:
                 optimizer = CappedAdafactor(params, beta2_cap, **settings)
         elif hp.optimizer == "adafactor":
-            optimizer = torch.optim.Adafactor(params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.Adafactor(
+                params, lr=hp.learning_rate, beta2_decay=-0.8, weight_decay=hp.weight_decay
+            )
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, betas=(0.9, 0.999), weight_decay=hp.weight_decay)
         warmup = max(hp.warmup_steps, 0)
@@ -215,7 +229,11 @@ class InstructImagen(LightningModule):
         null_text, null_mask = self.encode_text([""] * b)
         context = self.encode_context(batch)
         no_context = ContextTokens(context.tokens, torch.zeros_like(context.mask))
-        branches = {"full": (text, text_mask, context), "text": (text, text_mask, no_context), "null": (null_text, null_mask, no_context)}
+        branches = {
+            "full": (text, text_mask, context),
+            "text": (text, text_mask, no_context),
+            "null": (null_text, null_mask, no_context),
+        }
 
         # 2. one batched network call per step for all requested branches
         joined: dict[tuple[str, ...], tuple] = {}  # each branch combination's conditions, concatenated once
@@ -223,7 +241,11 @@ class InstructImagen(LightningModule):
         def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
             if names not in joined:
                 parts = [branches[name] for name in names]
-                joined[names] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), ContextTokens.cat([p[2] for p in parts]))
+                joined[names] = (
+                    torch.cat([p[0] for p in parts]),
+                    torch.cat([p[1] for p in parts]),
+                    ContextTokens.cat([p[2] for p in parts]),
+                )
             n = len(names)
             v = self.model(torch.cat([x_t] * n), torch.cat([t] * n), *joined[names])
             # A learned-variance UNet (DeepFloyd IF: out_channels = 2 × in_channels) also predicts a variance; the
@@ -239,7 +261,11 @@ class InstructImagen(LightningModule):
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self)
-        what = f"LoRA rank {self.hparams.lora['rank']} on {count_lora_layers(self.model)} layers" if self.lora_config else "full"
+        what = (
+            f"LoRA rank {self.hparams.lora['rank']} on {count_lora_layers(self.model)} layers"
+            if self.lora_config
+            else "full"
+        )
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {what})")
 
     # ---------------------------------------------------------------------------------------------- checkpoints
@@ -247,7 +273,9 @@ class InstructImagen(LightningModule):
         # Never write non-finite weights: the last good checkpoint stays the newest one.
         bad = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
-            raise RuntimeError(f"refusing to save a checkpoint with non-finite weights in {bad[:5]}; the last good checkpoint is kept")
+            raise RuntimeError(
+                f"refusing to save a checkpoint with non-finite weights in {bad[:5]}; the last good checkpoint is kept"
+            )
         checkpoint["zoo_rng_state"] = rng_state()
         checkpoint["zoo_nonfinite"] = self.nonfinite.state_dict()
         keep_frozen_weights_out_of_the_average(checkpoint, self)
@@ -262,7 +290,9 @@ class InstructImagen(LightningModule):
                 state.update({k: v for k, v in self.state_dict().items() if k not in state})
             check_state_compatible(self.state_dict(), state, "the checkpoint")
         if "current_model_state" in checkpoint:  # written by EMAWeightAveraging: the live (non-averaged) weights
-            check_state_compatible(self.state_dict(), checkpoint["current_model_state"], "the checkpoint's current_model_state")
+            check_state_compatible(
+                self.state_dict(), checkpoint["current_model_state"], "the checkpoint's current_model_state"
+            )
         self.nonfinite.load_state_dict(checkpoint.get("zoo_nonfinite", {}))
         if self._trainer is not None and self.trainer.training and "zoo_rng_state" in checkpoint:
             restore_rng_state(checkpoint["zoo_rng_state"])  # resuming a fit: continue the same random stream
@@ -304,7 +334,8 @@ def check_text_width(unet_config: dict[str, Any], encoder: TextEncoder) -> None:
     if encoder.dim != expected:
         reads = f"encoder_hid_dim {hid}" if hid is not None else f"cross_attention_dim {cross}"
         raise ValueError(
-            f"text encoder {encoder.name_or_path!r} gives {encoder.dim}-d embeddings but the UNet reads {expected}-d text "
+            f"text encoder {encoder.name_or_path!r} gives {encoder.dim}-d embeddings "
+            f"but the UNet reads {expected}-d text "
             f"({reads}); pick a matching pair, or set encoder_hid_dim: {encoder.dim} in the unet config to add a "
             "learned projection (diffusers encoder_hid_proj)"
         )

@@ -81,7 +81,10 @@ class SuperResolution(LightningModule):
         self.save_hyperparameters()
         if not 0 < lowres_size < image_size:
             raise ValueError(f"lowres_size must be between 0 and image_size={image_size}; got {lowres_size}")
-        for name, level in [("lowres_max_noise_level", lowres_max_noise_level), ("lowres_sample_noise_level", lowres_sample_noise_level)]:
+        for name, level in [
+            ("lowres_max_noise_level", lowres_max_noise_level),
+            ("lowres_sample_noise_level", lowres_sample_noise_level),
+        ]:
             if not 0.0 <= level <= 1.0:
                 raise ValueError(f"{name} is a fraction of the schedule, in [0, 1]; got {level}")
         condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
@@ -162,7 +165,10 @@ class SuperResolution(LightningModule):
         lowres = self.noise_augment(downsample(batch.target, self.hparams.lowres_size), level, generator)
         # 3. the v-objective on the high-resolution target
         return v_loss(
-            lambda x_t, t: self.model(x_t, t, lowres, level, text, text_mask, context), self.scheduler, batch.target, generator
+            lambda x_t, t: self.model(x_t, t, lowres, level, text, text_mask, context),
+            self.scheduler,
+            batch.target,
+            generator,
         )
 
     def training_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
@@ -209,17 +215,25 @@ class SuperResolution(LightningModule):
         batch = batch.to(self.device)
         b = len(batch)
         hp = self.hparams
-        sampler = sampler or make_sampler("ddpm", self.scheduler, default_steps=hp.sample_steps, default_guidance_scale=hp.guidance_scale)
+        sampler = sampler or make_sampler(
+            "ddpm", self.scheduler, default_steps=hp.sample_steps, default_guidance_scale=hp.guidance_scale
+        )
         generator = torch.Generator().manual_seed(seed)
         # 1. conditions, once: text, null text, context, and the augmented low-res image (fixed for every step)
         level_fraction = hp.lowres_sample_noise_level if noise_level is None else noise_level
-        level = torch.full((b,), int(round(level_fraction * (self.scheduler.config.num_train_timesteps - 1))), device=self.device)
+        level = torch.full(
+            (b,), int(round(level_fraction * (self.scheduler.config.num_train_timesteps - 1))), device=self.device
+        )
         lowres = self.noise_augment(lowres.to(self.device), level, generator)
         text, text_mask = self.encode_text(batch.texts)
         null_text, null_mask = self.encode_text([""] * b)
         context = self.encode_context(batch)
         no_context = None if context is None else ContextTokens(context.tokens, torch.zeros_like(context.mask))
-        branches = {"full": (text, text_mask, context), "text": (text, text_mask, no_context), "null": (null_text, null_mask, no_context)}
+        branches = {
+            "full": (text, text_mask, context),
+            "text": (text, text_mask, no_context),
+            "null": (null_text, null_mask, no_context),
+        }
 
         # 2. one batched network call per step for all requested branches (the low-res image is never dropped)
         def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:

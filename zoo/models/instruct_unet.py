@@ -185,7 +185,9 @@ class InstructUNet(nn.Module):
         context_grad: `end_to_end` (the paper) or `no_grad` (no gradient through the context pass).
     """
 
-    def __init__(self, unet: UNet2DConditionModel, context_grad: Literal["end_to_end", "no_grad"] = "end_to_end") -> None:
+    def __init__(
+        self, unet: UNet2DConditionModel, context_grad: Literal["end_to_end", "no_grad"] = "end_to_end"
+    ) -> None:
         super().__init__()
         if context_grad not in ("end_to_end", "no_grad"):
             raise ValueError(f"context_grad must be 'end_to_end' or 'no_grad', got {context_grad!r}")
@@ -198,7 +200,9 @@ class InstructUNet(nn.Module):
         if unet.config.addition_embed_type == "text":  # Imagen/IF's pooled text embedding: pool real tokens only
             unet.add_embedding.pool = MaskedAttentionPooling(unet.add_embedding.pool, self)
         for name, attention in self._context_stage_attentions():
-            layer = ContextCrossAttention(attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads)
+            layer = ContextCrossAttention(
+                attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads
+            )
             key = name.replace(".", "_")
             self.context_layers[key] = layer
             attention.register_forward_hook(_ContextHook(self, key))
@@ -210,7 +214,9 @@ class InstructUNet(nn.Module):
 
     def _context_stage_attentions(self) -> list[tuple[str, Attention]]:
         """Text cross-attention modules of the lowest-resolution attention stage: that down block, mid, its up block."""
-        down_with_attention = [i for i, block in enumerate(self.unet.down_blocks) if getattr(block, "has_cross_attention", False)]
+        down_with_attention = [
+            i for i, block in enumerate(self.unet.down_blocks) if getattr(block, "has_cross_attention", False)
+        ]
         if not down_with_attention:
             return []
         deepest = down_with_attention[-1]
@@ -272,7 +278,9 @@ class InstructUNet(nn.Module):
         timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
         # 1. time (and IF-style text addition embedding)
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep))
-        if unet.class_embedding is not None:  # a super-resolution UNet's noise-augmentation level: 0, the image is clean
+        if (
+            unet.class_embedding is not None
+        ):  # a super-resolution UNet's noise-augmentation level: 0, the image is clean
             class_emb = unet.get_class_embed(sample=x, class_labels=timestep)
             emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
         self._text_mask = text_mask
@@ -316,7 +324,11 @@ class InstructUNet(nn.Module):
         self._context, self._text_mask = context, text_mask
         try:
             return self.unet(
-                sample, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=class_labels
+                sample,
+                timestep,
+                encoder_hidden_states=text,
+                encoder_attention_mask=text_mask,
+                class_labels=class_labels,
             ).sample
         finally:
             # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;

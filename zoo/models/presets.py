@@ -125,8 +125,18 @@ def _if_stage1(width: int) -> dict[str, Any]:
         out_channels=6,  # ε and the learned-range variance
         block_out_channels=(width, 2 * width, 3 * width, 4 * width),
         layers_per_block=3,
-        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
-        up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        down_block_types=(
+            "ResnetDownsampleBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+        ),
+        up_block_types=(
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "ResnetUpsampleBlock2D",
+        ),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
         attention_head_dim=64,
         cross_attention_dim=4 * width,
@@ -221,7 +231,9 @@ def read_diffusers_config(path: str | Path) -> dict[str, Any]:
     """The architecture fields of a diffusers UNet folder's `config.json` (bookkeeping fields dropped)."""
     file = diffusers_config_file(path)
     if file is None:
-        raise ValueError(f"{path}: no config.json (nor unet/config.json) here; give a diffusers UNet or pipeline folder")
+        raise ValueError(
+            f"{path}: no config.json (nor unet/config.json) here; give a diffusers UNet or pipeline folder"
+        )
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -252,7 +264,8 @@ def resolve_unet_config(unet: str | dict[str, Any], init_from: str | None = None
         if Path(unet).is_dir():
             return read_diffusers_config(unet)
         raise ValueError(
-            f"unknown UNet preset {unet!r}; known presets: {sorted(PRESETS)} (or pass a config dict or a local diffusers "
+            f"unknown UNet preset {unet!r}; known presets: {sorted(PRESETS)} "
+            "(or pass a config dict or a local diffusers "
             "folder with config.json)"
         )
     if isinstance(unet, dict):

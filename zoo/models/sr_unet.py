@@ -122,4 +122,6 @@ class SuperResUNet(nn.Module):
             return self.net(x, timestep, text, text_mask, context, class_labels=noise_level)
         if context is not None:
             raise ValueError("this SR UNet was built with read_context=False but was given a context")
-        return self.net(x, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=noise_level).sample
+        return self.net(
+            x, timestep, encoder_hidden_states=text, encoder_attention_mask=text_mask, class_labels=noise_level
+        ).sample

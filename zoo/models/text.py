@@ -114,7 +114,8 @@ class TextEncoder(nn.Module):
         if name_or_path.startswith("builtin:"):
             if name_or_path not in BUILTIN_ENCODERS:
                 raise ValueError(
-                    f"text_encoder {name_or_path!r} is not a built-in encoder; choose one of {sorted(BUILTIN_ENCODERS)} "
+                    f"text_encoder {name_or_path!r} is not a built-in encoder; "
+                    f"choose one of {sorted(BUILTIN_ENCODERS)} "
                     "or give a local folder holding a transformers encoder"
                 )
             shape, tokens = BUILTIN_ENCODERS[name_or_path]
@@ -158,7 +159,8 @@ class TextEncoder(nn.Module):
             return "sentinel" if self._has_sentinels() else "added_tokens"
         if markers == "sentinel" and not self._has_sentinels():
             raise ValueError(
-                f"text_encoder {self.name_or_path!r}: markers='sentinel' needs T5 sentinel tokens (<extra_id_N>), which "
+                f"text_encoder {self.name_or_path!r}: markers='sentinel' needs T5 sentinel tokens (<extra_id_N>), "
+                "which "
                 "this tokenizer lacks; use markers='added_tokens' or 'plain'"
             )
         return markers
@@ -194,7 +196,9 @@ class TextEncoder(nn.Module):
         def replace(match: re.Match) -> str:
             n = int(match.group(1))
             if not 1 <= n <= limit:
-                raise ValueError(f"marker {match.group(0)} has no token: markers={self.markers!r} supports [ref#1]..[ref#{limit}]")
+                raise ValueError(
+                    f"marker {match.group(0)} has no token: markers={self.markers!r} supports [ref#1]..[ref#{limit}]"
+                )
             return f"<extra_id_{n - 1}>" if self.markers == "sentinel" else match.group(0)
 
         return MARKER.sub(replace, text)
@@ -324,7 +328,8 @@ def build_text_encoder(spec: str | TextEncoder | dict[str, Any], max_length: int
         cls = getattr(sys.modules.get(module_name), name, None)
         if not (isinstance(cls, type) and issubclass(cls, TextEncoder)):
             raise ValueError(
-                f"text_encoder class_path {class_path!r} is not an imported TextEncoder subclass; import its module first"
+                f"text_encoder class_path {class_path!r} is not an imported TextEncoder subclass; "
+                "import its module first"
             )
         spec = cls(**spec.get("init_args", {}))
     if not isinstance(spec, TextEncoder):

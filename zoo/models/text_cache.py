@@ -55,7 +55,10 @@ class TextEmbeddingCache:
         with safe_open(shard, framework="pt") as f:
             metadata = f.metadata() or {}
             if metadata.get("fingerprint") != self.fingerprint:
-                raise ValueError(f"text cache shard {shard} belongs to encoder {metadata.get('fingerprint')!r}, not to {self.fingerprint!r}")
+                raise ValueError(
+                    f"text cache shard {shard} belongs to encoder {metadata.get('fingerprint')!r}, "
+                    f"not to {self.fingerprint!r}"
+                )
             for name in f.keys():
                 if name.endswith(".emb"):
                     self._index[name[: -len(".emb")]] = shard
@@ -105,7 +108,9 @@ class TextEmbeddingCache:
     def build(self, encoder: TextEncoder, texts: Iterable[str], batch_size: int = 64) -> int:
         """Embeds the texts not cached yet and writes them as new shards. Returns how many were added."""
         if encoder.fingerprint != self.fingerprint:
-            raise ValueError("this cache belongs to another text encoder (fingerprints differ); open one for this encoder")
+            raise ValueError(
+                "this cache belongs to another text encoder (fingerprints differ); open one for this encoder"
+            )
         todo = list(dict.fromkeys(t for t in texts if text_key(t) not in self._index))
         self.folder.mkdir(parents=True, exist_ok=True)
         shard_number = len(list(self.folder.glob("shard-*.safetensors")))
@@ -122,7 +127,9 @@ class TextEmbeddingCache:
             shard = self.folder / f"shard-{shard_number:05d}.safetensors"
             # Written under a temporary name and renamed: an interrupted build never leaves a half shard behind.
             partial = shard.with_suffix(".partial")
-            save_file(tensors, str(partial), metadata={"fingerprint": self.fingerprint, "max_length": str(self.max_length)})
+            save_file(
+                tensors, str(partial), metadata={"fingerprint": self.fingerprint, "max_length": str(self.max_length)}
+            )
             partial.rename(shard)
             self._index_shard(shard)
             shard_number += 1

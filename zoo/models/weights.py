@@ -46,7 +46,7 @@ class LoadReport:
     context_prefix: str = CONTEXT_PREFIX
 
     def summary(self) -> str:
-        layers = sorted({key[len(self.context_prefix):].split(".")[0] for key in self.new_keys})
+        layers = sorted({key[len(self.context_prefix) :].split(".")[0] for key in self.new_keys})
         return (
             f"init_from {self.source} ({self.kind}): loaded {self.loaded} tensors; not in the source, as expected: "
             f"{len(layers)} new context layers ({len(self.new_keys)} tensors, zero-initialised output)"
@@ -70,7 +70,12 @@ def _diffusers_weights(folder: Path) -> dict[str, torch.Tensor]:
                 state.update(load_file(str(folder / shard)))
             return state
     pickles = sorted(p.name for p in folder.glob("*.bin"))
-    hint = f" (found {pickles}: pickle files are never loaded; convert them with diffusers' save_pretrained(safe_serialization=True))" if pickles else ""
+    hint = (
+        f" (found {pickles}: pickle files are never loaded; "
+        "convert them with diffusers' save_pretrained(safe_serialization=True))"
+        if pickles
+        else ""
+    )
     raise ValueError(f"init_from {folder}: no diffusion_pytorch_model.safetensors here{hint}")
 
 
@@ -100,7 +105,9 @@ def read_source(
     if source.is_dir():
         config_file = diffusers_config_file(source)
         if config_file is None:
-            raise ValueError(f"init_from {path}: a folder without config.json or unet/config.json; give a diffusers UNet folder")
+            raise ValueError(
+                f"init_from {path}: a folder without config.json or unet/config.json; give a diffusers UNet folder"
+            )
         compare_configs(read_diffusers_config(config_file.parent), unet_config, path)
         state = {unet_prefix + key: value for key, value in _diffusers_weights(config_file.parent).items()}
         # A zoo pipeline keeps the stage's context layers beside its unet/ (zoo.pipeline.CONTEXT_LAYERS).
@@ -134,7 +141,11 @@ def load_weights(
     state, kind = read_source(path, unet_config, unet_prefix, context_prefix)
     own = module.state_dict()
     allowed_missing = (context_prefix, "text_encoder.")
-    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items() if k in own and own[k].shape != v.shape]
+    shapes = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if not k.startswith(allowed_missing))
     if shapes or unexpected or missing:
