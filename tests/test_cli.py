@@ -15,9 +15,9 @@ import lightning
 import pytest
 import torch
 import yaml
+from conftest import IMAGE_SIZE, REPO_ROOT, build_tiny_model
 from PIL import Image
 
-from conftest import IMAGE_SIZE, REPO_ROOT, build_tiny_model
 from zoo.cli import main
 
 # Overlays (recipes/scale/) are layered after a recipe, never used alone: tests/test_recipes.py parses them layered.
@@ -80,13 +80,22 @@ def test_stage2_recipe_values_survive_parsing(capsys: pytest.CaptureFixture[str]
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["class_path"] == "zoo.lit.module.InstructImagen"  # the default stage
     model = config["model"]["init_args"]
-    assert model["unet"] == "demo" and model["text_encoder"] == "builtin:small-t5"
+    assert model["unet"] == "demo_pooled" and model["text_encoder"] == "builtin:small-t5-words"
+    assert model["init_from"] == "checkpoints/world-base-32"  # the shipped text-to-image base (issue #11)
     assert config["data"]["batch_size"] == 3  # a dotted override wins over the file
     assert config["data"]["seed"] == config["seed_everything"]  # omegaconf interpolation resolved
     # paper Table 1: ten tasks, ratios summing to 1
     assert [t["class_path"].rsplit(".", 1)[1] for t in config["data"]["tasks"]] == [
-        "TextToImage", "TextToImage", "Control", "Control", "Control", "Control",
-        "SubjectDriven", "SubjectDriven", "StyledGeneration", "StyleTransfer",
+        "TextToImage",
+        "TextToImage",
+        "Control",
+        "Control",
+        "Control",
+        "Control",
+        "SubjectDriven",
+        "SubjectDriven",
+        "StyledGeneration",
+        "StyleTransfer",
     ]
     assert config["data"]["ratios"] == [0.15, 0.05, 0.06, 0.06, 0.06, 0.02, 0.30, 0.10, 0.10, 0.10]
 
@@ -137,20 +146,36 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     argv = [
         "fit",
-        "--config", str(STAGE2),
-        "--config", str(overrides),
-        "--model.unet", "tiny",
-        "--model.text_encoder", "builtin:tiny-t5",
-        "--model.text_max_length", "32",
-        "--data.image_size", str(IMAGE_SIZE),
-        "--data.batch_size", "4",
-        "--data.val_samples", "4",
-        "--trainer.max_steps", "3",
-        "--trainer.default_root_dir", str(root / "run"),
-        "--trainer.limit_val_batches", "1",
-        "--trainer.val_check_interval", "3",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
+        "--config",
+        str(STAGE2),
+        "--config",
+        str(overrides),
+        "--model.unet",
+        "tiny",
+        "--model.text_encoder",
+        "builtin:tiny-t5",
+        "--model.text_max_length",
+        "32",
+        "--model.init_from",
+        "null",  # the recipe's shipped base is another backbone
+        "--data.image_size",
+        str(IMAGE_SIZE),
+        "--data.batch_size",
+        "4",
+        "--data.val_samples",
+        "4",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.default_root_dir",
+        str(root / "run"),
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.val_check_interval",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
     ]
     with torch.random.fork_rng(devices=[]), pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["zoo"])  # (module-scoped: the autouse argv fixture is not active here)
@@ -183,8 +208,18 @@ def test_generate_from_the_fitted_checkpoint(fitted: dict, tmp_path: Path, capsy
     ckpt = next(p for p in fitted["ckpts"] if p.name == "last.ckpt")
     ref = save_png(tmp_path / "style.png", size=40)  # any size: generate resizes to the model's
     out = tmp_path / "out"
-    argv = ["generate", "--ckpt", str(ckpt), "Draw a circle in the style of [ref#1]", "--ref", str(ref),
-            "--out", str(out), "--steps", "3"]
+    argv = [
+        "generate",
+        "--ckpt",
+        str(ckpt),
+        "Draw a circle in the style of [ref#1]",
+        "--ref",
+        str(ref),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+    ]
     with torch.random.fork_rng(devices=[]):
         assert main(argv) == 0
     written = sorted(out.glob("*.png"))
@@ -216,7 +251,11 @@ def run_generate(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "zoo", "generate", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -232,8 +271,24 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> N
 def test_generate_handmade_checkpoint_works(handmade_ckpt: Path, tmp_path: Path) -> None:
     ref = save_png(tmp_path / "ref.png", mode="RGBA")
     out = tmp_path / "out"
-    argv = ["generate", "--ckpt", str(handmade_ckpt), "Draw [ref#1] on the left", "--ref", str(ref),
-            "--ref-text", "[ref#1] toy", "--out", str(out), "--steps", "2", "--num-images", "2", "--seed", "5"]
+    argv = [
+        "generate",
+        "--ckpt",
+        str(handmade_ckpt),
+        "Draw [ref#1] on the left",
+        "--ref",
+        str(ref),
+        "--ref-text",
+        "[ref#1] toy",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--num-images",
+        "2",
+        "--seed",
+        "5",
+    ]
     with torch.random.fork_rng(devices=[]):
         assert main(argv) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["sample_0005.png", "sample_0006.png"]

@@ -296,11 +296,11 @@ def test_export_live_weights_of_an_ema_run(cascade: InstructImagenPipeline, tmp_
 def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(saved: Path, cascade) -> None:
     """Stage 2 starts from a shipped folder (`--model.init_from checkpoints/<name>`): the base UNet and its context
     layers load; `evaluate --ckpt FOLDER` reads the folder's base stage."""
-    from zoo.eval.evaluate import find_checkpoint, load_model
+    from zoo.eval.evaluate import find_checkpoint, load_model, parse_checkpoints
 
     expected = cascade.base.model.state_dict()
     fresh = build_tiny_model(seed=7, init_from=str(saved))
     assert all(torch.equal(fresh.model.state_dict()[name], value) for name, value in expected.items())
-    assert find_checkpoint(str(saved)) == saved
+    assert find_checkpoint(str(saved)) == saved and list(parse_checkpoints([str(saved)])) == [saved.name]
     loaded = load_model(saved)
     assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in expected.items())

@@ -73,7 +73,10 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
     for spec in specs:
         label, _, path = ("", "", spec) if Path(spec).exists() or "=" not in spec else spec.partition("=")
         file = find_checkpoint(path)
-        label = label or (file.parent.parent.name if file.parent.name == "checkpoints" else file.stem)
+        # A pipeline folder is named by itself; a run's checkpoint by its run folder (…/<run>/checkpoints/x.ckpt).
+        label = label or (
+            file.name if file.is_dir() else file.parent.parent.name if file.parent.name == "checkpoints" else file.stem
+        )
         if label in checkpoints:
             raise ValueError(f"--ckpt: two models are labelled {label!r}; name them, e.g. --ckpt mine={path}")
         checkpoints[label] = file
