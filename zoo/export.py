@@ -42,24 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def use_live_weights(pipe, ckpt: Path) -> None:
+def use_live_weights(pipe, checkpoint: dict, ckpt: Path) -> None:
     """Loads the checkpoint's live (non-averaged) weights, which `EMAWeightAveraging` keeps beside the average, into
     the pipeline's base stage. Early in a run the average still carries the first steps' weights (decay 0.999 keeps
     0.999^N of them after N steps), so a short run can sample better from its live weights."""
-    from zoo.checkpoint_io import CheckpointError, load_checkpoint
+    from zoo.checkpoint_io import CheckpointError
 
-    live = load_checkpoint(ckpt, "--ckpt").get("current_model_state")
+    live = checkpoint.get("current_model_state")
     if live is None:
         raise CheckpointError(f"--ckpt {ckpt}: no live weights (the run kept no EMA); drop --weights live")
     pipe.base.text_encoder.fill_into(live, "text_encoder.")
     pipe.base.load_state_dict(live)
 
 
-def provenance(ckpt: Path, weights: str = "ema") -> tuple[str, Path | None]:
-    """The card's "How it was made" section for a base checkpoint, and its run's config.yaml (None if not found)."""
-    from zoo.checkpoint_io import load_checkpoint
-
-    checkpoint = load_checkpoint(ckpt, "--ckpt")
+def provenance(checkpoint: dict, ckpt: Path, weights: str = "ema") -> tuple[str, Path | None]:
+    """The card's "How it was made" section for a base checkpoint (its dict, read from `ckpt`), and its run's
+    config.yaml (None if not found)."""
     steps = int(checkpoint.get("global_step", 0))
     timer = checkpoint.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {})
     config = next((p / "config.yaml" for p in ckpt.parents if (p / "config.yaml").is_file()), None)
@@ -114,14 +112,16 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from huggingface_hub import ModelCard
 
+    from zoo.checkpoint_io import load_checkpoint
     from zoo.pipeline import InstructImagenPipeline
 
     try:
         pipe = InstructImagenPipeline.from_checkpoint(args.ckpt, args.sr_ckpt, sampler=args.sampler)
+        checkpoint = load_checkpoint(args.ckpt, "--ckpt")  # read once, for the live weights and the provenance
         if args.weights == "live":
-            use_live_weights(pipe, Path(args.ckpt))
+            use_live_weights(pipe, checkpoint, Path(args.ckpt))
         out = pipe.save_pretrained(args.out)
-        made, config = provenance(Path(args.ckpt), args.weights)
+        made, config = provenance(checkpoint, Path(args.ckpt), args.weights)
         sections = [made]
         if config is not None:
             shutil.copy(config, out / "training_config.yaml")
