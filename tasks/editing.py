@@ -9,9 +9,16 @@ rephrase it, all with the placeholder {change} and both markers). The instructio
   remove one (from a two-object scene) — and its mask: every pixel either version of the edited object touches,
   grown by one pixel, so source and target are identical outside it. Source and edited scene are both of the
   task's content split. Inputs for scoring: "text" (the edit happened) and "source" (the rest is preserved).
-- Dataset: MagicBrush's columns, `source_img`, `mask_img` (white = the area to edit), `instruction`, `target_img`;
+- Dataset, MagicBrush's format: `source_img`, `mask_img` (white = the area to edit), `instruction`, `target_img`;
   `osunlp/MagicBrush` reads with no column mapping. Source, mask and target must have one size (else the row is
   bad: the edit would not line up); non-binary masks are bad rows unless `source.mask_threshold` is set.
+- Dataset, InstructPix2Pix's format: (source, instruction, edited) with no mask — `input_image` (or
+  `original_image`, as in `timbrooks/instructpix2pix-clip-filtered`), `edit_prompt`, `edited_image` — reads with no
+  column mapping too; any column the source maps, or the dataset has under MagicBrush's name, wins. A row without a
+  mask gets a **full mask** (the whole image white) rather than losing the mask item: the paper's only editing
+  format (Fig 7) names "[ref#1] mask", and "edit the whole-image mask area" states exactly InstructPix2Pix's
+  contract — the edit may touch any pixel — so MagicBrush and InstructPix2Pix rows share one instruction format and
+  one template file. Eval metrics "outside the mask" are then empty for those rows.
 """
 
 from __future__ import annotations
@@ -48,6 +55,13 @@ MASK_TEXT, CONTENT_TEXT = "[ref#1] mask", "[ref#2] content image"
 STYLE = "flat"
 EDITS = ("recolour", "reshape", "repattern", "add", "remove")
 EDIT_TRIES = 32
+REQUIRED = ("source_img", "instruction", "target_img")
+# InstructPix2Pix's names for the required columns, read when the source maps none (its format has no mask).
+INSTRUCTPIX2PIX = {
+    "source_img": ("input_image", "original_image"),
+    "instruction": ("edit_prompt",),
+    "target_img": ("edited_image",),
+}
 
 
 def edit_scene(scene: Scene, rng: random.Random) -> tuple[Scene, str, str, dict[str, list[str]]]:
@@ -113,7 +127,8 @@ class Editing(DrawsFromWorld, TemplatedTask):
     default_templates = Path(__file__).parent / "templates" / "editing.txt"
     placeholders = frozenset({"change"})
     markers = ("[ref#1]", "[ref#2]")
-    columns = ("source_img", "mask_img", "instruction", "target_img")
+    # All optional to `SourceRows`: `index_rows` recognises InstructPix2Pix's names before asking for a mapping.
+    optional_columns = ("source_img", "mask_img", "instruction", "target_img")
 
     def __init__(
         self,
@@ -159,11 +174,26 @@ class Editing(DrawsFromWorld, TemplatedTask):
             },
         )
 
+    def index_rows(self) -> list[int]:
+        missing = [column for column in REQUIRED if not self.rows.adopt(column, INSTRUCTPIX2PIX[column])]
+        if missing:
+            hint = ", ".join(f"{column}: <column>" for column in missing)
+            raise ValueError(
+                f"task {self.name!r}: source {self.source.path!r} has no {', '.join(missing)} column; available "
+                f"columns: {self.rows.available}. Editing reads MagicBrush's columns (source_img, instruction, "
+                "target_img, optional mask_img) or InstructPix2Pix's (input_image or original_image, edit_prompt, "
+                f"edited_image) unmapped; map yours under source.columns, e.g. columns: {{{hint}}}"
+            )
+        return super().index_rows()
+
     def from_rows(self, index: int, rng: random.Random) -> Instruction:
         row = self.index[index]
         change = self.rows.text(row, "instruction")
         source, target = self.rows.image(row, "source_img"), self.rows.image(row, "target_img")
-        mask = self.rows.mask(row, "mask_img")
+        if self.rows.has("mask_img"):
+            mask = self.rows.mask(row, "mask_img")
+        else:  # InstructPix2Pix: the whole image may change (see the module docstring)
+            mask = Image.new("L", source.size, 255)
         for column, image in (("mask_img", mask), ("target_img", target)):
             if image.size != source.size:
                 raise RowError(self.rows.row_id(row), f"{column} is {image.size}, source_img is {source.size}")

@@ -7,11 +7,19 @@ Owns the `StyledGeneration` task plugin. Templates: tasks/templates/styled_gener
   scene i in style S.
 - Dataset: columns `style_image`, `image` (the target, already in that style) and `caption` — the shape of the
   paper's StyleDrop-generated data (Table 1 row 10).
+- Dataset with `pair_by: <column>`: an art collection with no style references of its own (WikiArt: `image`,
+  `artist`, `style`, `genre`). Rows sharing that column's value (the same artist, or the same style) are paired:
+  each row is a target, and another row of its group — drawn per example, never the row itself — is its style
+  reference; rows whose value is missing, and groups of one, make no example. Columns: `image`, `caption` and the
+  `pair_by` column (a `datasets.ClassLabel` reads as its names). WikiArt has no captions: `columns: {caption: genre}`
+  captions each painting by its genre ("portrait", "landscape"); a caption that names the style (pairing by `style`
+  and captioning by `style`) would give away what the reference is there to show.
 """
 
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +50,8 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         training and evaluated zero-shot.
     split: "train" or "eval": which side of the world's content split (`tasks.world.content_split`) the
         built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
+    pair_by: dataset: a column (e.g. "artist" or "style") whose rows are paired as (style reference, target),
+        instead of reading a `style_image` column (see the module docstring).
     """
 
     name = "styled_generation"
@@ -59,9 +69,37 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         source: DatasetSource | None = None,
         styles: list[str] | None = None,
         split: Split = "train",
+        pair_by: str | None = None,
     ) -> None:
-        self.styles, self.split = check_styles(styles), check_split(split)
+        self.styles, self.split, self.pair_by = check_styles(styles), check_split(split), pair_by
+        if pair_by is not None:
+            if source is None:
+                raise ValueError(f"pair_by {pair_by!r} pairs the rows of a dataset; set a source, or remove pair_by")
+            if not isinstance(pair_by, str) or not pair_by or pair_by in ("image", "caption"):
+                raise ValueError(f"pair_by must name a column such as 'artist' or 'style', got {pair_by!r}")
+            self.columns = ("image", "caption", pair_by)  # no style_image: another row of the group is the style
         super().__init__(num_examples, seed, image_size, templates, source)
+
+    def index_rows(self) -> list:
+        """Without `pair_by`, row i; with it, (position in group, the group's rows) for every row of a group of ≥ 2."""
+        if self.pair_by is None:
+            return super().index_rows()
+        missing = -1 if self.rows.classes(self.pair_by) is not None else None  # ClassLabel's "no label"
+        groups: dict[object, list[int]] = defaultdict(list)
+        for row, value in enumerate(self.rows.column(self.pair_by)):
+            if value is None or value == missing or value == "":
+                continue
+            try:
+                groups[value].append(row)
+            except TypeError:
+                raise ValueError(
+                    f"pair_by {self.pair_by!r}: rows hold {type(value).__name__} values, which cannot be compared; "
+                    "pair by a column of names or ids"
+                ) from None
+        # One shared list per group: pairing by style puts thousands of WikiArt paintings in one group.
+        return [
+            (position, members) for members in groups.values() if len(members) > 1 for position in range(len(members))
+        ]
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)
@@ -85,13 +123,20 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         )
 
     def from_rows(self, index: int, rng: random.Random) -> Instruction:
-        row = self.index[index]
+        if self.pair_by is None:
+            row = self.index[index]
+            style, meta = self.rows.image(row, "style_image"), {}
+        else:
+            position, members = self.index[index]
+            row, other = members[position], rng.randrange(len(members) - 1)
+            reference = members[other + (other >= position)]  # any row of the group but the target
+            style = self.rows.image(reference, "image")
+            meta = {"pair_by": self.pair_by, "style_row_id": self.rows.row_id(reference)}
         text = self.rows.text(row, "caption")
-        style = fit_square(self.rows.image(row, "style_image"), self.image_size)
         return Instruction(
             text=self.fill(rng, caption=text),
-            context=[ContextItem(MARKER, STYLE_TEXT, style)],
+            context=[ContextItem(MARKER, STYLE_TEXT, fit_square(style, self.image_size))],
             target=fit_square(self.rows.image(row, "image"), self.image_size),
             task=self.name,
-            meta={"caption": text, "row_id": self.rows.row_id(row)},
+            meta={"caption": text, "row_id": self.rows.row_id(row), **meta},
         )

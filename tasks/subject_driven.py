@@ -12,8 +12,14 @@ an item "[ref#1] <name>" (the paper allows several images per reference, Fig 13)
 - Dataset: rows grouped by a `group` column (one subject per group; objects and faces alike, as in the paper: "group
   the faces of the same person ... use one sampled (image, text) example as the input text and target image, and
   using the rest as multi-modal context"). Each row of a group with ≥ 2 rows is a target; up to `max_references`
-  other rows of its group are the context. Columns: `group`, `image`, `caption`, optional `subject` (its short
-  name, e.g. "dog"; default "subject").
+  other rows of its group are the context, one per distinct photo: rows naming the same image file (a photo with
+  several captions) are never each other's reference. Columns: `group`, `image`, `caption`, optional `subject` (its
+  short name, e.g. "dog"; default "subject").
+- DreamBench: `source: {path: dreambooth/dataset, layout: dreambench}` reads google/dreambooth's subject folders
+  and prompts_and_classes.txt as such rows (`zoo.dreambench`), the subject named by its class ("[ref#1] stuffed
+  animal"): split "train" captions each photo "a photo of a <class>"; split "prompts" pairs each subject with the
+  benchmark's 25 prompts ("a stuffed animal in the jungle"), whose targets are photos of the subject but not of the
+  prompt, so they are for evaluation.
 """
 
 from __future__ import annotations
@@ -106,17 +112,23 @@ class SubjectDriven(TemplatedTask):
         super().__init__(num_examples, seed, image_size, templates, source)
 
     def index_rows(self) -> list[tuple[int, list[int]]]:
-        """(target row, the other rows of its group) for every row whose group has another row."""
+        """(target row, one row per other photo of its group) for every row whose group shows another photo."""
         groups: dict[object, list[int]] = defaultdict(list)
         for row, group in enumerate(self.rows.column("group")):
             if group is not None:
                 groups[group].append(row)
-        return [
-            (row, [r for r in members if r != row])
-            for members in groups.values()
-            if len(members) > 1
-            for row in members
-        ]
+        paths = self.rows.file_paths("image")
+        index = []
+        for members in groups.values():
+            photos: dict[object, int] = {}  # photo → its first row; rows without a file name are their own photo
+            for row in members:
+                photos.setdefault(row if paths is None or paths[row] is None else paths[row], row)
+            for row in members:
+                own = row if paths is None or paths[row] is None else paths[row]
+                references = [first for photo, first in photos.items() if photo != own]
+                if references:
+                    index.append((row, references))
+        return index
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         name = rng.choice(self.subjects)

@@ -4,7 +4,9 @@
 parquet/JSON/CSV files or `save_to_disk` output — or data files / a glob) plus a column mapping, and is written in
 YAML under a task's `source:`. `SourceRows` opens it once and hands a task typed values per row:
 
-- `text(i, column)`: a stripped string; empty, missing or holding a `[ref#N]`-like marker → `RowError`.
+- `text(i, column)`: a stripped string; empty, missing or holding a `[ref#N]`-like marker → `RowError`. A
+  `datasets.ClassLabel` column (an imagefolder's `label`, WikiArt's `artist`/`style`/`genre`) reads as its class
+  name, underscores as spaces ("golden_retriever" → "golden retriever"); a row without a label (-1) → `RowError`.
 - `image(i, column)`: an RGB PIL image, fully decoded. Image columns may hold PIL images, `datasets.Image` values,
   file paths (relative to the data folder) or bytes. Unreadable, corrupt, truncated or missing files → `RowError`.
   Grayscale, RGBA (composited on white), palette, 16-bit and CMYK images are normalised to 8-bit RGB.
@@ -14,6 +16,10 @@ YAML under a task's `source:`. `SourceRows` opens it once and hands a task typed
 `RowError` carries the row id; task plugins turn it into `zoo.task.BadExample`, which the data pipeline skips and
 counts (or stops on). A missing column is not a bad row: it is a `ValueError` at construction, listing the dataset's
 columns and the mapping to write.
+
+`layout: dreambench` reads a folder that is not a table: DreamBench's subject folders and prompt list
+(`zoo.dreambench`), as rows `id`, `group`, `image`, `subject`, `caption`; `split` is "train" (a row per photo) or
+"prompts" (a row per subject and benchmark prompt).
 
 Streaming (`streaming: true`) reads rows in order without downloading the whole dataset. Tasks are map-style (the
 mixture draws random indices), so a streamed source is read once, at construction, into a buffer of at most
@@ -28,11 +34,12 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
+from zoo.dreambench import read_dreambench
 from zoo.instruction import find_markers, to_image_tensor
 
 # File suffixes and the `datasets` builder that reads them.
@@ -62,6 +69,8 @@ class DatasetSource:
         skip: rows to skip first (with `streaming`, the window of the stream to buffer).
         name: the dataset configuration name, for hub datasets that have several.
         mask_threshold: binarise masks at this fraction of white (e.g. 0.5) instead of rejecting non-binary masks.
+        layout: a folder layout that is not a table: "dreambench" (see `zoo.dreambench`; splits "train" and
+            "prompts").
     """
 
     path: str
@@ -72,6 +81,7 @@ class DatasetSource:
     skip: int = 0
     name: str | None = None
     mask_threshold: float | None = None
+    layout: Literal["dreambench"] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
@@ -87,6 +97,10 @@ class DatasetSource:
             raise ValueError(f"source.skip must be ≥ 0, got {self.skip}")
         if self.mask_threshold is not None and not 0 < self.mask_threshold < 1:
             raise ValueError(f"source.mask_threshold must lie in (0, 1), got {self.mask_threshold}")
+        if self.layout not in (None, "dreambench"):
+            raise ValueError(f"source.layout must be 'dreambench' or null, got {self.layout!r}")
+        if self.layout is not None and self.streaming:
+            raise ValueError(f"source.layout {self.layout!r} reads a local folder; set streaming: false")
 
 
 @dataclass
@@ -95,12 +109,28 @@ class _Opened:
     column_names: list[str]
     base_dir: Path | None
     image_columns: set[str] = field(default_factory=set)
+    class_names: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _window(rows: Any, source: DatasetSource) -> Any:
+    """`skip` and `max_rows` applied to a dataset or a list of rows."""
+    if not source.skip and source.max_rows is None:
+        return rows
+    stop = len(rows) if source.max_rows is None else min(len(rows), source.skip + source.max_rows)
+    start = min(source.skip, len(rows))
+    return rows[start:stop] if isinstance(rows, list) else rows.select(range(start, stop))
 
 
 def _open(source: DatasetSource) -> _Opened:
+    local = Path(source.path).expanduser()
+    if source.layout == "dreambench":
+        if not local.is_dir():
+            raise ValueError(f"source.path {source.path!r}: layout dreambench reads a folder, and this is none")
+        rows, root = read_dreambench(local, source.split)
+        return _Opened(_window(rows, source), list(rows[0]), root)
+
     import datasets  # deferred: importing `datasets` takes a second, and only data-backed tasks need it
 
-    local = Path(source.path).expanduser()
     matches = sorted(glob.glob(os.path.expanduser(source.path))) if any(c in source.path for c in "*?[") else []
     if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
         if source.streaming:
@@ -133,6 +163,7 @@ def _open(source: DatasetSource) -> _Opened:
 
     features = loaded.features or {}
     image_columns = {name for name, feature in features.items() if isinstance(feature, datasets.Image)}
+    class_names = {name: f.names for name, f in features.items() if isinstance(f, datasets.ClassLabel)}
     for name in image_columns:  # decode ourselves, so a corrupt file is one bad row and not a crash mid-epoch
         loaded = loaded.cast_column(name, datasets.Image(decode=False))
     if source.streaming:
@@ -140,11 +171,9 @@ def _open(source: DatasetSource) -> _Opened:
         rows = list(itertools.islice(stream, source.max_rows))
         if not rows:
             raise ValueError(f"source {source.path}: the stream yielded no rows (skip={source.skip})")
-        return _Opened(rows, list(features) or list(rows[0]), base_dir, image_columns)
-    if source.skip or source.max_rows is not None:
-        stop = len(loaded) if source.max_rows is None else min(len(loaded), source.skip + source.max_rows)
-        loaded = loaded.select(range(min(source.skip, len(loaded)), stop))
-    return _Opened(loaded, list(loaded.column_names), base_dir, image_columns)
+        return _Opened(rows, list(features) or list(rows[0]), base_dir, image_columns, class_names)
+    loaded = _window(loaded, source)
+    return _Opened(loaded, list(loaded.column_names), base_dir, image_columns, class_names)
 
 
 class SourceRows:
@@ -168,6 +197,7 @@ class SourceRows:
             )
         opened = _open(source)
         self._rows, self._base_dir, self._image_columns = opened.rows, opened.base_dir, opened.image_columns
+        self._class_names = opened.class_names
         available = opened.column_names
         missing = [c for c in required if mapping.get(c, c) not in available]
         if missing:
@@ -177,6 +207,7 @@ class SourceRows:
                 f"{', '.join(repr(mapping.get(c, c)) for c in missing)}; available columns: {available}. "
                 f"Map them under source.columns, e.g. columns: {{{hint}}}"
             )
+        self.available, self._mapped = available, set(mapping)
         self.columns = {c: mapping.get(c, c) for c in (*required, *optional) if mapping.get(c, c) in available}
         for c in optional:
             if c in mapping and c not in self.columns:
@@ -191,12 +222,33 @@ class SourceRows:
     def has(self, column: str) -> bool:
         return column in self.columns
 
+    def classes(self, column: str) -> list[str] | None:
+        """The class names of a `datasets.ClassLabel` column (its values index them; -1 is "no label"), else None."""
+        return self._class_names.get(self.columns[column])
+
+    def adopt(self, column: str, names: tuple[str, ...]) -> bool:
+        """Reads canonical `column` from the first of the dataset's columns `names` (a well-known format's name for
+        it), unless the source maps it or the dataset has it under its own name. Returns whether it is read now."""
+        if column not in self.columns and column not in self._mapped:
+            found = next((name for name in names if name in self.available), None)
+            if found is not None:
+                self.columns[column] = found
+        return column in self.columns
+
     def column(self, column: str) -> list:
         """Every value of one canonical column (cheap for Arrow-backed datasets: no image is decoded)."""
         name = self.columns[column]
         if isinstance(self._rows, list):
             return [row[name] for row in self._rows]
         return list(self._rows[name])
+
+    def file_paths(self, column: str) -> list | None:
+        """The values of an image column that names files (to tell rows showing one photo apart without reading it),
+        or None when the column stores the images themselves."""
+        if self.columns[column] in self._image_columns:
+            return None
+        values = self.column(column)
+        return values if all(value is None or isinstance(value, str) for value in values) else None
 
     def row_id(self, index: int) -> object:
         """The row's `id` column when the task maps one, else its position in the split (after `skip`)."""
@@ -209,6 +261,11 @@ class SourceRows:
 
     def text(self, index: int, column: str) -> str:
         value = self.value(index, column)
+        names = self._class_names.get(self.columns[column])
+        if names is not None and isinstance(value, int):
+            if not 0 <= value < len(names):  # ClassLabel's "no label" is -1
+                raise RowError(self.row_id(index), f"{column} has no class ({self.columns[column]!r} is {value})")
+            value = names[value].replace("_", " ")
         if value is None or not isinstance(value, str) or not value.strip():
             raise RowError(self.row_id(index), f"empty {column} ({self.columns[column]!r} is {value!r})")
         # A "[ref#N]" in dataset text would name context the row does not have: the task places the markers.
