@@ -10,10 +10,11 @@ Owns the `StyledGeneration` task plugin. Templates: tasks/templates/styled_gener
 - Dataset with `pair_by: <column>`: an art collection with no style references of its own (WikiArt: `image`,
   `artist`, `style`, `genre`). Rows sharing that column's value (the same artist, or the same style) are paired:
   each row is a target, and another row of its group — drawn per example, never the row itself — is its style
-  reference; rows whose value is missing, and groups of one, make no example. Columns: `image`, `caption` and the
-  `pair_by` column (a `datasets.ClassLabel` reads as its names). WikiArt has no captions: `columns: {caption: genre}`
-  captions each painting by its genre ("portrait", "landscape"); a caption that names the style (pairing by `style`
-  and captioning by `style`) would give away what the reference is there to show.
+  reference; rows whose value is missing or listed in `pair_exclude`, and groups of one, make no example. Columns:
+  `image`, `caption` and the `pair_by` column (a `datasets.ClassLabel` reads as its names). WikiArt has no
+  captions: `columns: {caption: genre}` captions each painting by its genre ("portrait", "landscape"); a caption
+  that names the style (pairing by `style` and captioning by `style`) would give away what the reference is there
+  to show.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         built-in examples come from; evaluation sets use "eval", so their scenes were never trained on.
     pair_by: dataset: a column (e.g. "artist" or "style") whose rows are paired as (style reference, target),
         instead of reading a `style_image` column (see the module docstring).
+    pair_exclude: values of the `pair_by` column that name no one style, whose rows are never paired: WikiArt's
+        "Unknown Artist" gathers paintings by many hands.
     """
 
     name = "styled_generation"
@@ -70,8 +73,12 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         styles: list[str] | None = None,
         split: Split = "train",
         pair_by: str | None = None,
+        pair_exclude: list[str] | None = None,
     ) -> None:
         self.styles, self.split, self.pair_by = check_styles(styles), check_split(split), pair_by
+        self.pair_exclude = set(pair_exclude or ())
+        if self.pair_exclude and pair_by is None:
+            raise ValueError("pair_exclude names values of the pair_by column; set pair_by, or remove pair_exclude")
         if pair_by is not None:
             if source is None:
                 raise ValueError(f"pair_by {pair_by!r} pairs the rows of a dataset; set a source, or remove pair_by")
@@ -84,13 +91,15 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
         """Without `pair_by`, row i; with it, (position in group, the group's rows) for every row of a group of ≥ 2."""
         if self.pair_by is None:
             return super().index_rows()
-        missing = -1 if self.rows.classes(self.pair_by) is not None else None  # ClassLabel's "no label"
+        classes = self.rows.classes(self.pair_by)
+        excluded = {None, ""} | self.pair_exclude
+        if classes is not None:  # values are class indices: -1 is "no label"
+            excluded |= {-1} | {k for k, name in enumerate(classes) if {name, name.replace("_", " ")} & excluded}
         groups: dict[object, list[int]] = defaultdict(list)
         for row, value in enumerate(self.rows.column(self.pair_by)):
-            if value is None or value == missing or value == "":
-                continue
             try:
-                groups[value].append(row)
+                if value not in excluded:
+                    groups[value].append(row)
             except TypeError:
                 raise ValueError(
                     f"pair_by {self.pair_by!r}: rows hold {type(value).__name__} values, which cannot be compared; "

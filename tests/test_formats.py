@@ -168,6 +168,16 @@ def test_pair_by_artist_makes_style_reference_and_target_from_one_artist(tmp_pat
     assert [again[i].meta["style_row_id"] for i in range(5)] == [task[i].meta["style_row_id"] for i in range(5)]
 
 
+def test_pair_exclude_keeps_unknown_artists_apart(tmp_path: Path) -> None:
+    path = wikiart(tmp_path, artists=[0, 0, 0, 1, 1], styles=[0] * 5, genres=[0] * 5, fmt="parquet")
+    source = DatasetSource(path=path, columns={"caption": "genre"})
+    assert len(StyledGeneration(source=source, pair_by="artist")) == 5
+    task = StyledGeneration(source=source, pair_by="artist", pair_exclude=["Unknown Artist"])
+    assert sorted(task[i].meta["row_id"] for i in range(len(task))) == [3, 4]
+    with pytest.raises(ValueError, match="pair_exclude names values of the pair_by column; set pair_by"):
+        StyledGeneration(source=source, pair_exclude=["Unknown Artist"])
+
+
 def test_pair_by_style_and_its_mistakes(tmp_path: Path) -> None:
     path = wikiart(tmp_path, artists=[1, 2, 1, 2], styles=[0, 0, 1, 1], genres=[0, 1, 2, 0], fmt="save_to_disk")
     task = StyledGeneration(source=DatasetSource(path=path, columns={"caption": "genre"}), pair_by="style")
@@ -291,3 +301,30 @@ def test_rows_sharing_a_photo_are_never_each_others_reference(tmp_path: Path) ->
     (tmp_path / "multi" / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     task = SubjectDriven(source=DatasetSource(path=str(tmp_path / "multi" / "rows.jsonl")), image_size=SIZE)
     assert task.index == [(0, [3]), (1, [3]), (2, [3]), (3, [0])]
+
+
+def test_the_readme_yaml_shapes_build_through_jsonargparse(tmp_path: Path) -> None:
+    """The YAML of README "Real formats" builds the tasks as LightningCLI does, through their typed `__init__`."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from tasks.subject_driven import SubjectDriven
+
+    folder = dreambench(tmp_path, {"bear_plushie": 2})
+    wikiart_path = wikiart(tmp_path, artists=[1, 1, 0], styles=[0] * 3, genres=[0, 1, 2], fmt="parquet")
+    config = f"""
+    dreambench: {{image_size: {SIZE}, source: {{path: {folder}, layout: dreambench}}}}
+    ip2p: {{image_size: {SIZE}, source: {{path: "{ip2p(tmp_path)}"}}}}
+    wikiart:
+      image_size: {SIZE}
+      pair_by: artist
+      pair_exclude: [Unknown Artist]
+      source: {{path: "{wikiart_path}", columns: {{caption: genre}}}}
+    """
+    parser = ArgumentParser()
+    for name, cls in (("dreambench", SubjectDriven), ("ip2p", Editing), ("wikiart", StyledGeneration)):
+        parser.add_class_arguments(cls, name)
+    tasks = parser.instantiate_classes(parser.parse_object(yaml.safe_load(config)))
+    assert tasks.dreambench[0].meta["caption"] == "a photo of a stuffed animal"
+    assert tasks.ip2p[0].mask.min() == 1
+    assert len(tasks.wikiart) == 2 and tasks.wikiart[0].meta["caption"] == "landscape"
