@@ -33,7 +33,6 @@ from tasks.text_to_image import TextToImage  # noqa: E402
 from zoo.diffusion.samplers import make_sampler  # noqa: E402
 from zoo.eval.features import HandcraftedFeatures  # noqa: E402
 from zoo.eval.quality import RealismPQ  # noqa: E402
-from zoo.lit.data import resize_instruction  # noqa: E402
 from zoo.lit.module import InstructImagen  # noqa: E402
 
 
@@ -75,7 +74,7 @@ def main() -> None:
     per_task = max(1, args.num // 3)
     unseen = {"num_examples": per_task, "image_size": size, "split": "eval"}
     tasks = [TextToImage(seed=0, **unseen), StyledGeneration(seed=1, **unseen), SubjectDriven(seed=2, **unseen)]
-    instructions = [resize_instruction(task[i], size) for task in tasks for i in range(per_task)]
+    instructions = [task[i].resized(size) for task in tasks for i in range(per_task)]
     # PQ's calibration (features of the targets and of noise) is the same for both samplers: computed once
     realism = RealismPQ(HandcraftedFeatures(), torch.stack([i.target for i in instructions]))
     print(

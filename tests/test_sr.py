@@ -10,7 +10,6 @@ from diffusers import UNet2DConditionModel
 
 from zoo.diffusion.schedule import alpha_sigma
 from zoo.instruction import collate_instructions
-from zoo.lit.data import resize_instruction
 from zoo.models.sr_unet import SuperResUNet, downsample, sr_unet_config, upsample
 
 
@@ -21,7 +20,7 @@ def sr_model():
 
 @pytest.fixture
 def sr_batch(task_instructions):
-    return collate_instructions([resize_instruction(i, SR_SIZE) for i in task_instructions])
+    return collate_instructions([i.resized(SR_SIZE) for i in task_instructions])
 
 
 def test_sr_config_mirrors_deepfloyd_if_stage_two() -> None:

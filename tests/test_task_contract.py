@@ -16,7 +16,7 @@ import torch
 from conftest import IMAGE_SIZE, REPO_ROOT
 
 from zoo.instruction import Instruction, InstructionBatch, collate_instructions
-from zoo.lit.data import InstructionDataModule, resize_instruction
+from zoo.lit.data import InstructionDataModule
 from zoo.plugins import GROUP, TaskPlugin, discover
 from zoo.task import Task
 
@@ -66,7 +66,7 @@ def test_task_contract(name: str, model, tmp_path) -> None:
     if getattr(task, "held_out", False):  # evaluation-only sets never enter a training mixture: collate directly
         with pytest.raises(ValueError, match="held-out"):
             InstructionDataModule([task], image_size=IMAGE_SIZE)
-        batch = collate_instructions([resize_instruction(i, IMAGE_SIZE) for i in first[:2]])
+        batch = collate_instructions([i.resized(IMAGE_SIZE) for i in first[:2]])
     else:
         data = InstructionDataModule(
             [task], image_size=IMAGE_SIZE, batch_size=2, samples_per_epoch=2, val_samples=2, val_fraction=0.5

@@ -14,6 +14,7 @@ Only stdlib, torch and PIL/torchvision are imported here: this is the bottom of 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 # A well-formed marker: "[ref#1]", "[ref#2]", ... (numbering starts at 1, as in the paper's figures).
 MARKER_RE = re.compile(r"\[ref#([1-9][0-9]*)\]")
@@ -212,6 +214,34 @@ class Instruction:
     @property
     def markers(self) -> list[str]:
         return find_markers(self.text)
+
+    def resized(self, size: int) -> Instruction:
+        """This instruction with target, mask and context images at size × size (antialiased; masks by nearest
+        neighbour). Images already at that size are shared, not copied.
+
+        The images stay in [-1, 1] and nothing is validated again: resizing a valid instruction keeps it valid.
+        """
+        if size < 1:
+            raise ValueError(f"an instruction is resized to a positive size, got {size}")
+
+        def image(x: torch.Tensor) -> torch.Tensor:
+            if tuple(x.shape[-2:]) == (size, size):
+                return x
+            return TF.resize(x, [size, size], antialias=True).clamp(-1, 1)
+
+        def mask(x: torch.Tensor | None) -> torch.Tensor | None:
+            if x is None or tuple(x.shape[-2:]) == (size, size):
+                return x
+            return TF.resize(x, [size, size], interpolation=TF.InterpolationMode.NEAREST)
+
+        # Shallow copies with new images: a dataclass constructor would run __post_init__'s checks again.
+        resized = copy.copy(self)
+        resized.context = [copy.copy(item) for item in self.context]
+        for item in resized.context:
+            item.image = image(item.image)
+        resized.target = None if self.target is None else image(self.target)
+        resized.mask = mask(self.mask)
+        return resized
 
 
 @dataclass

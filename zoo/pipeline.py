@@ -37,7 +37,6 @@ from zoo.checkpoint_io import load_module
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.grid import to_pil
 from zoo.instruction import Instruction
-from zoo.lit.data import resize_instruction
 from zoo.lit.module import InstructImagen
 from zoo.lit.sr_module import SuperResolution
 
@@ -247,7 +246,7 @@ class InstructImagenPipeline:
             hp.sample_steps,
             hp.guidance_scale,
         )
-        at_base = [resize_instruction(i, hp.image_size) for i in items]
+        at_base = [i.resized(hp.image_size) for i in items]
         images = base.generate(at_base, chosen.num_inference_steps, chosen.guidance, seed, scheduler=chosen.scheduler)
         # 2. super-resolution of the base images, reading the same instructions
         if self.sr is not None:

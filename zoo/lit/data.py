@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
@@ -33,9 +33,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms.v2 import functional as TF
 
-from zoo.instruction import ContextItem, Instruction, InstructionBatch, collate_instructions
+from zoo.instruction import Instruction, InstructionBatch, collate_instructions
 from zoo.task import BadExample, Task
 
 OnBadExample = Literal["skip", "fail"]
@@ -46,29 +45,6 @@ class BadExampleError(RuntimeError):
 
     One message argument only, so the error survives being re-raised from a DataLoader worker process.
     """
-
-
-def resize_instruction(instruction: Instruction, size: int) -> Instruction:
-    """Resizes target, mask and context images to size × size (antialiased; masks by nearest neighbour)."""
-
-    def image(x: torch.Tensor) -> torch.Tensor:
-        # Stored images are in [-1, 1]; the Instruction constructor takes floats in [0, 1] and converts back.
-        x = (x + 1) / 2
-        if tuple(x.shape[-2:]) != (size, size):
-            x = TF.resize(x, [size, size], antialias=True).clamp(0, 1)
-        return x
-
-    def mask(x: torch.Tensor | None) -> torch.Tensor | None:
-        if x is None or tuple(x.shape[-2:]) == (size, size):
-            return x
-        return TF.resize(x, [size, size], interpolation=TF.InterpolationMode.NEAREST)
-
-    return replace(
-        instruction,
-        context=[ContextItem(item.marker, item.text, image(item.image)) for item in instruction.context],
-        target=None if instruction.target is None else image(instruction.target),
-        mask=mask(instruction.mask),
-    )
 
 
 def resolve_ratios(tasks: Sequence[Task], ratios: Sequence[float] | Mapping[str, float] | None) -> list[float]:
@@ -199,7 +175,7 @@ class TaskMixture(Dataset):
                     ) from bad
                 skipped.append((str(bad.task), str(bad.row_id), str(bad.reason)))
                 continue
-            return Draw(index, resize_instruction(instruction, self.image_size), skipped, notes)
+            return Draw(index, instruction.resized(self.image_size), skipped, notes)
         raise BadExampleError(
             f"task {task.name!r}: {len(skipped)} bad rows in a row (last: row {skipped[-1][1]}: {skipped[-1][2]}); "
             "is its dataset readable? Check the task's source, or raise data.max_consecutive_bad"

@@ -9,58 +9,61 @@ schedule (as DeepFloyd IF-II's `noise_level`): uniform over [0, `lowres_max_nois
 sweeps 0.1–0.3). The text is the payload instruction (the paper's SR reads "Text Instr.", Table 5); with
 `read_context=True` the SR UNet also reads the context (beyond the paper).
 
-Shared with the base stage (`InstructImagen`): the frozen text encoder, the v-objective and condition dropout, the
-optimizer settings, and keeping a pretrained text encoder out of checkpoints.
+Everything else is shared with the base stage through `zoo.lit.stage.Stage`: the frozen text encoder (names, paths
+or class_path encoders) and its text cache, the v-objective with condition dropout and the non-finite-loss guard,
+the checkpoint hooks, LoRA, the optimizer settings and the guided-sampling loop.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal
 
 import torch
-from diffusers import UNet2DConditionModel
-from lightning.pytorch import LightningModule
-from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 
-from zoo.diffusion.objective import condition_dropout, v_loss
-from zoo.diffusion.sampler import sample
-from zoo.diffusion.samplers import Sampler, make_sampler
-from zoo.diffusion.schedule import make_scheduler, q_sample
-from zoo.instruction import Instruction, InstructionBatch, collate_instructions
-from zoo.lit.data import resize_instruction
-from zoo.lit.module import InstructImagen
+from zoo.diffusion.samplers import Sampler
+from zoo.diffusion.schedule import q_sample
+from zoo.instruction import Instruction, InstructionBatch
+from zoo.lit.optimizer import OptimizerSpec
+from zoo.lit.stage import Stage
+from zoo.lora import LoraSpec
 from zoo.models.instruct_unet import ContextTokens
 from zoo.models.sr_unet import SuperResUNet, downsample, sr_unet_config, upsample
 from zoo.models.text import TextEncoder
-from zoo.models.weights import LoadReport, load_weights
 
 
-class SuperResolution(LightningModule):
+class SuperResolution(Stage):
     """Text-conditioned super-resolution from `lowres_size` to `image_size`.
 
     Args:
         unet: a preset name or a `UNet2DConditionModel` config; turned into SR form (6 input channels, a timestep
             class embedding for the augmentation level) by `sr_unet_config`.
-        text_encoder, text_max_length: as for the base stage (frozen).
+        text_encoder, text_max_length, text_cache: as for the base stage (frozen; a name, a path or a class_path
+            `TextEncoder`, whose width must match the UNet's).
         image_size: output resolution (linked from `data.image_size` by the CLI).
         lowres_size: input resolution (the base stage's image size).
         read_context: also read the multimodal context (beyond the paper; off by default).
         lowres_max_noise_level: training augmentation levels are drawn uniformly in [0, this] (fraction of T).
         lowres_sample_noise_level: the fixed augmentation level used when sampling (fraction of T).
         drop_text_and_context, drop_context: condition dropout for classifier-free guidance (Imagen: text 10%).
-        learning_rate, warmup_steps, optimizer, weight_decay: as for the base stage (Imagen SR: Adam, 1e-4, 10k).
+        learning_rate, warmup_steps, optimizer, weight_decay, adafactor_beta1, adafactor_beta2_cap: as for the base
+            stage (Imagen SR: Adam, 1e-4, 10k).
         num_train_timesteps, sample_steps, guidance_scale: schedule length and `generate` defaults.
         init_from: weights (only) that start this run, as for the base stage: a Lightning checkpoint of this stage, a
             diffusers UNet or pipeline folder in SR form (e.g. DeepFloyd `IF-II-L-v1.0/unet`, converted to 3 output
             channels as `recipes/scale/deepfloyd_if.yaml` shows) or a `.safetensors` file. With `read_context`, the
             new context layers are the only keys that may be missing; anything else is an error naming the keys.
+        lora: train LoRA adapters instead of the whole network, as for the base stage; the target sets name the
+            backbone's attention and, with `read_context`, the context layers'.
+        nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training.
     """
 
     def __init__(
         self,
         unet: str | dict[str, Any] = "tiny",
-        text_encoder: str = "builtin:tiny-t5",
-        text_max_length: int = 64,
+        text_encoder: str | TextEncoder = "builtin:tiny-t5",
+        text_max_length: int | None = None,
         image_size: int = 32,
         lowres_size: int = 16,
         read_context: bool = False,
@@ -76,9 +79,12 @@ class SuperResolution(LightningModule):
         sample_steps: int = 50,
         guidance_scale: float = 3.0,
         init_from: str | None = None,
+        text_cache: str | None = None,
+        lora: LoraSpec | None = None,
+        nonfinite_patience: int = 8,
+        adafactor_beta1: float | None = None,
+        adafactor_beta2_cap: float | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
         if not 0 < lowres_size < image_size:
             raise ValueError(f"lowres_size must be between 0 and image_size={image_size}; got {lowres_size}")
         for name, level in [
@@ -87,56 +93,50 @@ class SuperResolution(LightningModule):
         ]:
             if not 0.0 <= level <= 1.0:
                 raise ValueError(f"{name} is a fraction of the schedule, in [0, 1]; got {level}")
-        condition_dropout(1, drop_text_and_context, drop_context)  # validates the two probabilities now
-        config = sr_unet_config(unet, image_size, init_from)
-        self.text_encoder = TextEncoder(text_encoder, max_length=text_max_length)
-        if config.get("cross_attention_dim") != self.text_encoder.dim:
-            raise ValueError(
-                f"text encoder {text_encoder!r} gives {self.text_encoder.dim}-d embeddings but the UNet's "
-                f"cross_attention_dim is {config.get('cross_attention_dim')}; pick a matching pair"
-            )
-        self.model = SuperResUNet(UNet2DConditionModel(**config), read_context=read_context)
-        self.scheduler = make_scheduler(num_train_timesteps)
-        self.init_report: LoadReport | None = None
-        if init_from is not None:
-            self.load_weights(init_from)
+        super().__init__(
+            unet_config=sr_unet_config(unet, image_size, init_from),
+            network=partial(SuperResUNet, read_context=read_context),
+            text_encoder=text_encoder,
+            text_max_length=text_max_length,
+            text_cache=text_cache,
+            num_train_timesteps=num_train_timesteps,
+            drop_text_and_context=drop_text_and_context,
+            drop_context=drop_context,
+            optimizer=OptimizerSpec(
+                optimizer, learning_rate, warmup_steps, weight_decay, adafactor_beta1, adafactor_beta2_cap
+            ),
+            init_from=init_from,
+            lora=lora,
+            nonfinite_patience=nonfinite_patience,
+        )
 
-    def load_weights(self, path: str) -> LoadReport:
-        """Weights only from `path` (see `init_from`); reports what was new (the context layers, if read)."""
-        prefix = "model.net.unet." if self.hparams.read_context else "model.net."
-        self.init_report = load_weights(self, path, dict(self.model.unet.config), prefix, "model.net.context_layers.")
-        rank_zero_info(self.init_report.summary())
-        return self.init_report
+    # ------------------------------------------------------------------------------------------ the SR network
+    @property
+    def reads_context(self) -> bool:
+        return self.hparams.read_context
 
-    # The same optimizer settings as the base stage (it reads only the optimizer hyperparameters both stages share).
-    configure_optimizers = InstructImagen.configure_optimizers
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        context: ContextTokens | None,
+        *inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        """v for x_t given the conditions and `inputs` = (the upsampled noise-augmented low-res image, its level)."""
+        lowres, level = inputs
+        return self.model(x_t, t, lowres, level, text, text_mask, context)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.text_encoder.drop_from(checkpoint["state_dict"], "text_encoder.")
+    def weight_prefixes(self) -> tuple[str, str]:
+        net = "model.net."
+        return (net + "unet." if self.hparams.read_context else net), net + "context_layers."
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict")
-        if state is not None:  # absent when the strategy has loaded the weights itself (zoo.lit.fsdp: FSDP)
-            self.text_encoder.fill_into(state, "text_encoder.")
+    def lora_root(self) -> nn.Module:
+        # The InstructUNet (unet.*, context_layers.*) or the bare UNet: the names LoRA's target sets are written for.
+        return self.model.net
 
-    # ----------------------------------------------------------------------------------------------- conditions
-    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.text_encoder(texts)
-
-    def encode_context(self, batch: InstructionBatch, keep: torch.Tensor | None = None) -> ContextTokens | None:
-        """Context tokens (None when the UNet does not read the context); `keep` (B,) bool drops whole contexts."""
-        if not self.hparams.read_context:
-            return None
-        item_mask = batch.context_mask if keep is None else batch.context_mask & keep[:, None]
-        b, k = item_mask.shape
-        if k == 0:
-            text = torch.zeros(b, 0, self.text_encoder.max_length, self.text_encoder.dim, device=self.device)
-            text_mask = torch.zeros(b, 0, self.text_encoder.max_length, dtype=torch.bool, device=self.device)
-        else:
-            text, text_mask = self.encode_text([text for row in batch.context_texts for text in row])
-            text, text_mask = text.view(b, k, *text.shape[1:]), text_mask.view(b, k, -1)
-        return self.model.encode_context(batch.context_images, text, text_mask, item_mask)
-
+    # ----------------------------------------------------------------------------- noise conditioning augmentation
     def noise_augment(
         self, lowres: torch.Tensor, level: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -150,46 +150,17 @@ class SuperResolution(LightningModule):
         top = int(round(self.hparams.lowres_max_noise_level * (self.scheduler.config.num_train_timesteps - 1)))
         return torch.randint(0, top + 1, (b,), generator=generator).to(self.device)
 
-    # ------------------------------------------------------------------------------------------------- training
-    def _loss(self, batch: InstructionBatch, keep_all: bool, generator: torch.Generator | None) -> torch.Tensor:
-        b = len(batch)
-        if keep_all:
-            drop_all = drop_ctx = torch.zeros(b, dtype=torch.bool)
-        else:
-            drop_all, drop_ctx = condition_dropout(b, self.hparams.drop_text_and_context, self.hparams.drop_context)
-        # 1. conditions: text (dropped to "" for the unconditional branch) and context
-        text, text_mask = self.encode_text(["" if drop else t for t, drop in zip(batch.texts, drop_all.tolist())])
-        context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.device))
-        # 2. the low-resolution input: downsample the target, upsample back, noise-augment at a random level
-        level = self.augmentation_levels(b, generator)
+    def stage_inputs(self, batch: InstructionBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """The low-resolution input: the target downsampled, upsampled back and noise-augmented at a random level."""
+        level = self.augmentation_levels(len(batch), generator)
         lowres = self.noise_augment(downsample(batch.target, self.hparams.lowres_size), level, generator)
-        # 3. the v-objective on the high-resolution target
-        return v_loss(
-            lambda x_t, t: self.model(x_t, t, lowres, level, text, text_mask, context),
-            self.scheduler,
-            batch.target,
-            generator,
-        )
+        return lowres, level
 
-    def training_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch, keep_all=False, generator=None)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
-
-    def validation_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(batch_idx)  # the same noise, levels and timesteps every validation
-        loss = self._loss(batch, keep_all=True, generator=generator)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
-
-    def test_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
-        return self.validation_step(batch, batch_idx)
-
+    # ----------------------------------------------------------------------------------------------- generation
     def predict_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:
         lowres = downsample(batch.target, self.hparams.lowres_size)
         return self.generate(batch, lowres, seed=batch_idx)
 
-    # ----------------------------------------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
         self,
@@ -206,50 +177,13 @@ class SuperResolution(LightningModule):
             sampler: scheduler, steps and guidance (default: `ddpm` with this model's settings).
             noise_level: augmentation level as a fraction of T (default: `lowres_sample_noise_level`).
         """
-        size = self.hparams.image_size
-        batch = instructions
-        if not isinstance(batch, InstructionBatch):
-            batch = collate_instructions([resize_instruction(i, size) for i in instructions], image_size=(size, size))
+        batch = self.collate(instructions)
         if len(batch) != lowres.shape[0]:
             raise ValueError(f"{len(batch)} instructions but {lowres.shape[0]} low-resolution images")
-        batch = batch.to(self.device)
-        b = len(batch)
-        hp = self.hparams
-        sampler = sampler or make_sampler(
-            "ddpm", self.scheduler, default_steps=hp.sample_steps, default_guidance_scale=hp.guidance_scale
-        )
         generator = torch.Generator().manual_seed(seed)
-        # 1. conditions, once: text, null text, context, and the augmented low-res image (fixed for every step)
-        level_fraction = hp.lowres_sample_noise_level if noise_level is None else noise_level
-        level = torch.full(
-            (b,), int(round(level_fraction * (self.scheduler.config.num_train_timesteps - 1))), device=self.device
-        )
+        # the noise-augmented low-resolution image at a fixed level: the same in every branch and step
+        fraction = self.hparams.lowres_sample_noise_level if noise_level is None else noise_level
+        level = int(round(fraction * (self.scheduler.config.num_train_timesteps - 1)))
+        level = torch.full((len(batch),), level, device=self.device)
         lowres = self.noise_augment(lowres.to(self.device), level, generator)
-        text, text_mask = self.encode_text(batch.texts)
-        null_text, null_mask = self.encode_text([""] * b)
-        context = self.encode_context(batch)
-        no_context = None if context is None else ContextTokens(context.tokens, torch.zeros_like(context.mask))
-        branches = {
-            "full": (text, text_mask, context),
-            "text": (text, text_mask, no_context),
-            "null": (null_text, null_mask, no_context),
-        }
-
-        # 2. one batched network call per step for all requested branches (the low-res image is never dropped)
-        def model_fn(x_t: torch.Tensor, t: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
-            parts = [branches[name] for name in names]
-            n = len(parts)
-            v = self.model(
-                torch.cat([x_t] * n),
-                torch.cat([t] * n),
-                torch.cat([lowres] * n),
-                torch.cat([level] * n),
-                torch.cat([p[0] for p in parts]),
-                torch.cat([p[1] for p in parts]),
-                None if context is None else ContextTokens.cat([p[2] for p in parts]),
-            )
-            return list(v.chunk(n))
-
-        # 3. the reverse process
-        noise = torch.randn(b, 3, size, size, generator=generator).to(self.device)
-        return sample(model_fn, sampler.scheduler, noise, sampler.num_inference_steps, sampler.guidance, generator)
+        return self.guided_sample(batch, sampler or self.default_sampler(), generator, (lowres, level))
