@@ -74,9 +74,9 @@ def test_recipe_strategy_name_fsdp_lora_builds_the_lora_strategy(tmp_path) -> No
     """`--trainer.strategy fsdp_lora` resolves through Lightning's registry (FSDP itself needs GPUs to run)."""
     from lightning.pytorch import LightningModule
 
-    from zoo.cli import PARSER_MODE, ZooCLI
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.fsdp import FSDPStrategyForLoRA
+    from zoo.lit.recipe import PARSER_MODE, ZooCLI
 
     recipe = tiny_recipe(tmp_path / "run", lora={"rank": 2})
     recipe["trainer"].update(devices=2, strategy="fsdp_lora")

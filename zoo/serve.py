@@ -125,7 +125,7 @@ def load_pipeline(args: argparse.Namespace) -> tuple[InstructImagenPipeline, str
         source = args.ckpt + (f" + {args.sr_ckpt}" if args.sr_ckpt else "")
     adapters = []
     if args.adapter:
-        from zoo.lora_cli import parse_weighted
+        from zoo.commands.lora import parse_weighted
         from zoo.lora_io import load_adapters
 
         weighted = [parse_weighted(value) for value in args.adapter]
@@ -366,7 +366,7 @@ def recipe_choices(folder: str | Path) -> list[str]:
 
 def data_preview(recipe: str, n: int, outputs: Path) -> tuple[str, str]:
     """`python -m zoo data preview` for `recipe` → (contact sheet PNG path, its printed report)."""
-    from zoo.preview import main as preview_main
+    from zoo.commands.data import main as preview_main
 
     if not recipe:
         raise gr.Error("choose a recipe first", title="No recipe")

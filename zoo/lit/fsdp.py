@@ -100,7 +100,7 @@ def adapter_only(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if ".lora_" in k}
 
 
-# `--trainer.strategy fsdp_lora`, listed with Lightning's own strategies (`zoo.cli` imports this module).
+# `--trainer.strategy fsdp_lora`, listed with Lightning's own strategies (`zoo.commands.train` imports this module).
 if "fsdp_lora" not in StrategyRegistry:
     StrategyRegistry.register(
         "fsdp_lora",

@@ -14,7 +14,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from zoo.cli import PARSER_MODE, ZooCLI
+from zoo.lit.recipe import PARSER_MODE, ZooCLI
 
 
 class DataOnlyCLI(ZooCLI):

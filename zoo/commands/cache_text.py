@@ -37,9 +37,9 @@ def recipe_texts(tasks: list, limit: int | None) -> list[str]:
 
 def main(argv: list[str]) -> int:
     args, rest = build_parser().parse_known_args(argv)
-    from zoo.cli import PARSER_MODE, ZooCLI
     from zoo.lit.data import InstructionDataModule
     from zoo.lit.module import InstructImagen
+    from zoo.lit.recipe import PARSER_MODE, ZooCLI
     from zoo.models.text_cache import TextEmbeddingCache
 
     cli = ZooCLI(
