@@ -348,3 +348,41 @@ def test_batch_to_keeps_everything() -> None:
     batch = collate_instructions([with_items(0), with_items(2)]).to("cpu")
     assert batch.context_mask.tolist() == [[False, False], [True, True]]
     assert batch.texts[1] == "Combine [ref#1] [ref#2]"
+
+
+# ------------------------------------------------------------------------------------------------------ resizing
+def test_resized_scales_every_image_in_place_of_minus_one_to_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(1, 2 * S, 2 * S, generator=g) > 0.5).float()
+    original = Instruction(
+        "Draw [ref#1] again",
+        context=[ContextItem("[ref#1]", "a [ref#1] toy", torch.rand(3, 4 * S, 4 * S, generator=g))],
+        target=torch.rand(3, 2 * S, 2 * S, generator=g),
+        mask=mask,
+        task="edit",
+        meta={"colour": "red"},
+    )
+    small = original.resized(S)
+    assert small.context[0].image.shape == small.target.shape == (3, S, S) and small.mask.shape == (1, S, S)
+    assert small.text == original.text and small.task == "edit" and small.meta == {"colour": "red"}
+    # the same pixels as resizing the [0, 1] picture: resizing is linear, so the [-1, 1] form needs no round trip
+    from torchvision.transforms.v2 import functional as TF
+
+    unit = (original.target + 1) / 2
+    expected = TF.resize(unit, [S, S], antialias=True) * 2 - 1
+    torch.testing.assert_close(small.target, expected, atol=1e-6, rtol=0)
+    assert small.target.min() >= -1 and small.target.max() <= 1
+    assert set(small.mask.unique().tolist()) <= {0.0, 1.0}  # nearest neighbour keeps a mask binary
+    assert original.target.shape == (3, 2 * S, 2 * S) and original.context[0].image.shape == (3, 4 * S, 4 * S)
+    same = original.resized(2 * S)
+    assert same.target is original.target and same.mask is original.mask  # already that size: shared, not copied
+
+
+def test_resized_runs_no_validation_again(monkeypatch) -> None:
+    import zoo.instruction as schema
+
+    original = Instruction("Draw [ref#1]", context=[item(size=2 * S)], target=img(size=2 * S))
+    monkeypatch.setattr(schema, "to_image_tensor", lambda *a, **k: pytest.fail("resizing re-validated an image"))
+    assert original.resized(S).context[0].image.shape == (3, S, S)
+    with pytest.raises(ValueError, match="positive size"):
+        original.resized(0)

@@ -102,19 +102,19 @@ def test_checkpoint_of_another_model_is_refused_naming_keys_and_shapes() -> None
 
 # --------------------------------------------------------------------------------------------- NaN / inf loss
 def nan_trainer(tmp_path: Path, monkeypatch, bad_calls: set[int], patience: int, steps: int):
-    import zoo.lit.module as module
+    import zoo.lit.stage as stage
     from tasks.styled_generation import StyledGeneration
     from zoo.lit.data import InstructionDataModule
 
     calls = {"n": 0}
-    real = module.v_loss
+    real = stage.v_loss
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] in bad_calls else loss
 
-    monkeypatch.setattr(module, "v_loss", flaky)
+    monkeypatch.setattr(stage, "v_loss", flaky)
     model = build_tiny_model(
         nonfinite_patience=patience, learning_rate=1e-3, drop_text_and_context=0.0, drop_context=0.0
     )

@@ -4,9 +4,11 @@ setting, oscillation, and separate text/context scales."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
-from conftest import IMAGE_SIZE, toy_model_fn
+from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 from zoo.diffusion.sampler import Guidance, sample
@@ -101,8 +103,17 @@ def test_unknown_sampler_and_bad_steps_are_named() -> None:
 
 
 # ------------------------------------------------------------------------------- the tiny model, guided generation
+@pytest.fixture(scope="module")
+def context_reading_model():
+    """The tiny model with non-zero context layers: v_full differs from v_text, so the context scale shows."""
+    model = build_tiny_model()
+    perturb_context_layers(model.model)
+    return model.eval()
+
+
 @pytest.mark.parametrize("name", ["dpmsolver++", "paper"])
-def test_generate_equals_a_manual_loop_over_the_tiny_model(tiny_model, task_instructions, name: str) -> None:
+def test_generate_equals_a_manual_loop_over_the_tiny_model(context_reading_model, task_instructions, name: str) -> None:
+    tiny_model = context_reading_model
     chosen = make_sampler(name, tiny_model.scheduler, num_inference_steps=4, guidance_scale=3.0, context_scale=2.0)
     got = tiny_model.generate(
         task_instructions, chosen.num_inference_steps, chosen.guidance, seed=11, scheduler=chosen.scheduler
@@ -135,3 +146,9 @@ def test_generate_equals_a_manual_loop_over_the_tiny_model(tiny_model, task_inst
             v = predict(scheduler.scale_model_input(x, t), t.expand(b), i)
             x = scheduler.step(v, t, x, generator=generator).prev_sample
     torch.testing.assert_close(got, x.clamp(-1, 1), atol=2e-5, rtol=0)
+    # the comparison can see a wrong context scale: another one moves the samples far beyond the tolerance
+    other = replace(chosen.guidance, context_scale=1.0)
+    wrong = tiny_model.generate(
+        task_instructions, 4, other, seed=11, scheduler=make_sampler(name, tiny_model.scheduler).scheduler
+    )
+    assert (wrong - got).abs().max() > 1e-2
