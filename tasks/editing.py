@@ -1,4 +1,4 @@
-"""Mask-based editing: change what lies under a mask in a content image, in MagicBrush's format (paper §5.3).
+"""Editing: change what lies under a mask in a content image (MagicBrush's format, paper §5.3), or anywhere in it.
 
 Owns the `Editing` task plugin. As in the paper's Fig 7, the mask and the source image go in as context entries,
 "[ref#1] mask" and "[ref#2] content image", and the payload reads "Edit the [ref#1] mask area of the [ref#2]
@@ -18,7 +18,7 @@ rephrase it, all with the placeholder {change} and both markers). The instructio
   mask gets a **full mask** (the whole image white) rather than losing the mask item: the paper's only editing
   format (Fig 7) names "[ref#1] mask", and "edit the whole-image mask area" states exactly InstructPix2Pix's
   contract — the edit may touch any pixel — so MagicBrush and InstructPix2Pix rows share one instruction format and
-  one template file. Eval metrics "outside the mask" are then empty for those rows.
+  one template file. Eval metrics "outside the mask" are NaN (empty) for those rows and left out of the means.
 """
 
 from __future__ import annotations
