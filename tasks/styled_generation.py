@@ -105,10 +105,12 @@ class StyledGeneration(DrawsFromWorld, TemplatedTask):
                     f"pair_by {self.pair_by!r}: rows hold {type(value).__name__} values, which cannot be compared; "
                     "pair by a column of names or ids"
                 ) from None
-        # One shared list per group: pairing by style puts thousands of WikiArt paintings in one group.
-        return [
+        # One shared list per group: pairing by style puts thousands of WikiArt paintings in one group. In row order,
+        # so num_examples keeps the first rows rather than the first groups.
+        index = [
             (position, members) for members in groups.values() if len(members) > 1 for position in range(len(members))
         ]
+        return sorted(index, key=lambda entry: entry[1][entry[0]])
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         style = rng.choice(self.styles)

@@ -128,7 +128,7 @@ class SubjectDriven(TemplatedTask):
                 references = [first for photo, first in photos.items() if photo != own]
                 if references:
                     index.append((row, references))
-        return index
+        return sorted(index)  # row order, so num_examples keeps the first rows rather than the first groups
 
     def from_world(self, index: int, rng: random.Random) -> Instruction:
         name = rng.choice(self.subjects)

@@ -187,6 +187,10 @@ def test_pair_by_style_and_its_mistakes(tmp_path: Path) -> None:
         (2, 3),
         (3, 2),
     }
+    first = StyledGeneration(
+        source=DatasetSource(path=path, columns={"caption": "genre"}), pair_by="artist", num_examples=2
+    )
+    assert [first[i].meta["row_id"] for i in range(2)] == [0, 1]  # the first rows, not the first artist's
     with pytest.raises(ValueError, match="pair_by 'style' pairs the rows of a dataset; set a source"):
         StyledGeneration(pair_by="style")
     with pytest.raises(ValueError, match=re.escape("has no column 'school'")):
