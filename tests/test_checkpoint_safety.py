@@ -14,7 +14,7 @@ import torch
 from cli_helpers import run_zoo, tiny_recipe, write_recipe
 from conftest import build_tiny_model
 
-from zoo.checkpoint_io import CheckpointError, load_checkpoint
+from zoo.checkpoint_io import CheckpointError, load_checkpoint, load_stage
 from zoo.cli import main as zoo_main
 
 
@@ -127,8 +127,8 @@ def test_python_m_zoo_generate_prints_one_line_with_the_variable_set(malicious, 
 
 
 def test_library_loaders_refuse_a_malicious_checkpoint(malicious, torch_env) -> None:
-    from zoo import lora_io
     from zoo.lit.fsdp import FSDPStrategyForLoRA
+    from zoo.lit.module import InstructImagen
     from zoo.lit.sr_module import SuperResolution
     from zoo.pipeline import InstructImagenPipeline
 
@@ -138,9 +138,9 @@ def test_library_loaders_refuse_a_malicious_checkpoint(malicious, torch_env) -> 
     calls = {
         "load_checkpoint": lambda: load_checkpoint(evil),
         "pipeline base": lambda: InstructImagenPipeline.from_checkpoint(evil),
-        "pipeline sr": lambda: InstructImagenPipeline._load_checkpoint(SuperResolution, evil, "cpu"),
+        "pipeline sr": lambda: load_stage(SuperResolution, evil),
         "init_from": lambda: build_tiny_model(init_from=str(evil)),
-        "lora model_from_checkpoint": lambda: lora_io.model_from_checkpoint(evil),
+        "lora merge base": lambda: load_stage(InstructImagen, evil, with_lora=False),
         "fsdp_lora resume": lambda: strategy.load_checkpoint(evil),
     }
     for name, call in calls.items():
@@ -168,7 +168,6 @@ def test_damaged_and_foreign_files_are_one_line_errors(tmp_path) -> None:
 
 
 def test_a_real_checkpoint_still_loads_with_the_variable_set(tmp_path, monkeypatch) -> None:
-    from zoo.checkpoint_io import load_module
     from zoo.lit.module import InstructImagen
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -182,6 +181,6 @@ def test_a_real_checkpoint_still_loads_with_the_variable_set(tmp_path, monkeypat
         },
         path,
     )
-    loaded = load_module(InstructImagen, path)
+    loaded, _ = load_stage(InstructImagen, path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"

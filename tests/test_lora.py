@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import IMAGE_SIZE, build_tiny_model
+from conftest import IMAGE_SIZE, build_sr, build_tiny_model
 from safetensors.torch import load_file
 
-from zoo import lora_io
+from zoo.adapters.folder import info, load_adapters, read_manifest, stage_name
+from zoo.adapters.share import export
+from zoo.checkpoint_io import load_stage, save_weights_checkpoint
 from zoo.cli import main as zoo_main
 from zoo.lit.module import InstructImagen
-from zoo.lora import LoraSpec, count_parameters
+from zoo.lora import LoraSpec, count_parameters, model_fingerprint
 
 RANK = 4
 
@@ -49,7 +51,7 @@ def denoise(model: InstructImagen) -> torch.Tensor:
 def exported(tmp_path_factory) -> tuple[Path, Path, InstructImagen]:
     root = tmp_path_factory.mktemp("lora")
     ckpt, model = lora_checkpoint(root / "run" / "last.ckpt")
-    lora_io.export(ckpt, root / "adapter", diffusers=True, num_samples=0)
+    export(ckpt, root / "adapter", diffusers=True, num_samples=0)
     return ckpt, root / "adapter", model
 
 
@@ -95,7 +97,7 @@ def test_export_writes_peft_folder_manifest_and_card(exported) -> None:
     }
     manifest = json.loads((folder / "zoo_adapter.json").read_text())
     assert manifest["stages"]["base"]["rank"] == RANK and manifest["stages"]["base"]["layers"] == 48
-    assert manifest["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(build_tiny_model())
+    assert manifest["stages"]["base"]["fingerprint"] == model_fingerprint(build_tiny_model())
     assert manifest["global_step"] == 7 and manifest["lora"]["rank"] == RANK
     card = (folder / "README.md").read_text()
     assert card.startswith("---") and "library_name: peft" in card and manifest["stages"]["base"]["fingerprint"] in card
@@ -103,10 +105,16 @@ def test_export_writes_peft_folder_manifest_and_card(exported) -> None:
     assert all(k.startswith("base_model.model.") and ".lora_" in k for k in keys)
 
 
+def test_an_adapter_folder_names_the_stage_it_adapts() -> None:
+    """The folder of a stage in an adapter is the pipeline's name for it: `base`, or `sr` for super-resolution."""
+    assert stage_name(build_tiny_model()) == "base"
+    assert stage_name(build_sr()) == "sr"
+
+
 def test_info_reads_the_folder_alone(exported, monkeypatch) -> None:
     _, folder, _ = exported
     monkeypatch.setattr(InstructImagen, "__init__", lambda *a, **k: pytest.fail("info must not build a model"))
-    summary = lora_io.info(folder)
+    summary = info(folder)
     assert summary["stages"]["base"]["rank"] == RANK
     assert summary["stages"]["base"]["parameters"] == 48 * 2 * RANK * 32
     assert zoo_main(["lora", "info", str(folder)]) == 0
@@ -116,7 +124,7 @@ def test_loaded_adapter_reproduces_the_lora_model(exported) -> None:
     _, folder, lora_model = exported
     base = build_tiny_model()
     before = denoise(base)
-    lora_io.load_adapters(base, [(folder, 1.0)])
+    load_adapters(base, [(folder, 1.0)])
     after = denoise(base)
     assert (after - before).abs().max() > 1e-3  # the adapter does something
     torch.testing.assert_close(after, denoise(lora_model), atol=1e-5, rtol=0)
@@ -129,7 +137,7 @@ def test_adapter_loads_onto_its_base_saved_as_a_pipeline_folder(exported, tmp_pa
     _, folder, lora_model = exported
     InstructImagenPipeline(build_tiny_model()).save_pretrained(tmp_path / "shipped")
     base = InstructImagenPipeline.from_pretrained(tmp_path / "shipped").base
-    lora_io.load_adapters(base, [(folder, 1.0)])
+    load_adapters(base, [(folder, 1.0)])
     torch.testing.assert_close(denoise(base), denoise(lora_model), atol=1e-5, rtol=0)
 
 
@@ -152,8 +160,8 @@ def test_another_base_is_refused_naming_both_fingerprints(exported) -> None:
     _, folder, _ = exported
     other = build_tiny_model(seed=3)
     theirs = json.loads((folder / "zoo_adapter.json").read_text())["stages"]["base"]["fingerprint"]
-    with pytest.raises(ValueError, match=rf"made for base {theirs}.*base is {lora_io.model_fingerprint(other)}"):
-        lora_io.load_adapters(other, [(folder, 1.0)])
+    with pytest.raises(ValueError, match=rf"made for base {theirs}.*base is {model_fingerprint(other)}"):
+        load_adapters(other, [(folder, 1.0)])
 
 
 @pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "corrupt_config", "pickle_only"])
@@ -173,7 +181,7 @@ def test_damaged_folder_names_the_file(exported, tmp_path, damage) -> None:
     else:
         weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(ValueError, match=str(config if damage == "corrupt_config" else weights)):
-        lora_io.load_adapters(build_tiny_model(), [(broken, 1.0)])
+        load_adapters(build_tiny_model(), [(broken, 1.0)])
     assert zoo_main(["lora", "info", str(broken)]) == 2
 
 
@@ -193,20 +201,20 @@ def test_zero_matching_keys_fail_and_mismatches_are_listed(exported, tmp_path) -
         save_file({rename(k): v for k, v in load_file(path).items()}, path)
         match = "none of its" if name == "zero" else r"keys match, but 12 are missing.*12 are unexpected"
         with pytest.raises(ValueError, match=match):
-            lora_io.load_adapters(build_tiny_model(), [(broken, 1.0)])
+            load_adapters(build_tiny_model(), [(broken, 1.0)])
 
 
 # ------------------------------------------------------------------------------------------- mix and merge
 def test_mix_cat_equals_runtime_weighted_adapters(exported, tmp_path) -> None:
     _, first, _ = exported
     ckpt2, _ = lora_checkpoint(tmp_path / "run2" / "last.ckpt", seed=2)
-    second = lora_io.export(ckpt2, tmp_path / "second", num_samples=0)
+    second = export(ckpt2, tmp_path / "second", num_samples=0)
     assert zoo_main(["lora", "mix", f"{first}:0.3", f"{second}:0.7", "--out", str(tmp_path / "mixed")]) == 0
-    assert lora_io.info(tmp_path / "mixed")["stages"]["base"]["rank"] == 2 * RANK  # cat stacks the ranks
+    assert info(tmp_path / "mixed")["stages"]["base"]["rank"] == 2 * RANK  # cat stacks the ranks
     mixed = build_tiny_model()
-    lora_io.load_adapters(mixed, [(tmp_path / "mixed", 1.0)])
+    load_adapters(mixed, [(tmp_path / "mixed", 1.0)])
     runtime = build_tiny_model()
-    lora_io.load_adapters(runtime, [(first, 0.3), (second, 0.7)])
+    load_adapters(runtime, [(first, 0.3), (second, 0.7)])
     torch.testing.assert_close(denoise(mixed), denoise(runtime), atol=1e-5, rtol=0)
 
 
@@ -236,7 +244,7 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
 
     base = build_tiny_model()
     perturb_context_layers(base)  # a trained stage has non-zero context layers, which LoRA adapts
-    base_ckpt = lora_io.save_weights_checkpoint(base, tmp_path / "base.ckpt")
+    base_ckpt = save_weights_checkpoint(base, tmp_path / "base.ckpt")
     recipe = REPO_ROOT / "recipes" / "stage2_lora.yaml"
     callbacks = yaml.safe_load(recipe.read_text())["trainer"]["callbacks"]  # the recipe's own, EMA included
     assert any(c["class_path"].endswith("EMAWeightAveraging") for c in callbacks)
@@ -281,7 +289,7 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
 
     adapter = tmp_path / "adapter"
     assert zoo_main(["lora", "export", "--ckpt", str(run_ckpt), "--out", str(adapter), "--num-samples", "0"]) == 0
-    assert lora_io.read_manifest(adapter)["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)
+    assert read_manifest(adapter)["stages"]["base"]["fingerprint"] == model_fingerprint(base)
     out = tmp_path / "generated"
     with torch.random.fork_rng(devices=[]):
         assert (
@@ -305,7 +313,7 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
     merged = tmp_path / "merged.ckpt"
     assert zoo_main(["lora", "merge", str(adapter), "--base", str(base_ckpt), "--out", str(merged)]) == 0
     # base + the EMA adapter is the run's EMA model, and the run's own checkpoint serves as the base as well
-    run_model, _ = lora_io.model_from_checkpoint(run_ckpt)
+    run_model, _ = load_stage(InstructImagen, run_ckpt)
     torch.testing.assert_close(
         denoise(InstructImagen.load_from_checkpoint(merged, map_location="cpu")), denoise(run_model), atol=1e-5, rtol=0
     )
@@ -332,4 +340,4 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
         )
         == 0
     )
-    assert lora_io.read_manifest(tmp_path / "old")["stages"]["base"]["fingerprint"] == lora_io.model_fingerprint(base)
+    assert read_manifest(tmp_path / "old")["stages"]["base"]["fingerprint"] == model_fingerprint(base)

@@ -144,6 +144,18 @@ def test_from_checkpoint_equals_the_modules(cascade: InstructImagenPipeline, ckp
         InstructImagenPipeline.from_checkpoint(ckpts[0], ckpts[0].parent / "nope.ckpt")
 
 
+def test_a_checkpoint_loads_after_the_file_it_started_from_is_gone(tmp_path: Path) -> None:
+    """A checkpoint holds the whole network, so its run's `init_from` is not read again (`zoo.checkpoint_io`)."""
+    start = write_ckpt(build_tiny_model(seed=3), tmp_path / "start.ckpt")
+    trained = build_tiny_model(init_from=str(start))
+    perturb_context_layers(trained, 4)
+    ckpt = write_ckpt(trained, tmp_path / "run.ckpt")
+    start.unlink()
+    loaded = InstructImagenPipeline.from_checkpoint(ckpt).base
+    assert loaded.hparams.init_from is None
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in trained.state_dict().items())
+
+
 def test_export_then_generate_with_model_folder(ckpts: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("sys.argv", ["zoo"])
     out = tmp_path / "exported"

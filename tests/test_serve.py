@@ -23,7 +23,7 @@ from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers
 from PIL import Image
 
 from zoo import serve
-from zoo.lora_io import save_weights_checkpoint
+from zoo.checkpoint_io import save_weights_checkpoint
 from zoo.pipeline import InstructImagenPipeline
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -289,7 +289,7 @@ def test_adapter_weights_are_sliders_that_steer_the_model(tmp_path: Path) -> Non
     """An adapter on a --ckpt model: its slider is on the page, and weight 0 gives the base model's image."""
     import torch
 
-    from zoo import lora_io
+    from zoo.adapters.share import export
 
     save_weights_checkpoint(build_tiny_model(), tmp_path / "base.ckpt")
     lora = build_tiny_model(lora={"rank": 4})
@@ -299,7 +299,7 @@ def test_adapter_weights_are_sliders_that_steer_the_model(tmp_path: Path) -> Non
             if ".lora_" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
     save_weights_checkpoint(lora, tmp_path / "lora.ckpt")
-    lora_io.export(tmp_path / "lora.ckpt", tmp_path / "my-adapter", num_samples=0)
+    export(tmp_path / "lora.ckpt", tmp_path / "my-adapter", num_samples=0)
 
     argv = ["--ckpt", str(tmp_path / "base.ckpt"), "--adapter", f"{tmp_path / 'my-adapter'}:0.5", "--device", "cpu"]
     pipe, description, adapters = serve.load_pipeline(serve.build_parser().parse_args(argv))

@@ -1,4 +1,5 @@
-"""LoRA on a cascade stage through peft: which layers adapt (`LoraSpec`), and putting the adapters in place.
+"""LoRA on a cascade stage through peft: which layers adapt (`LoraSpec`), putting the adapters in place, and the base
+fingerprint that ties an adapter to the base it was trained on.
 
 The adapters are injected into the `InstructUNet` in place (peft `inject_adapter_in_model`), so the module tree, the
 context layers' forward hooks and every checkpoint key keep their names; peft only wraps each targeted `nn.Linear`
@@ -8,14 +9,22 @@ Default targets (`attention`): the q/k/v/out projections of every backbone atten
 (paper §2.3). The context layers must already hold trained weights when LoRA starts (a stage-1 or stage-2 result via
 `init_from`): LoRA adapts them, it does not train them from their zero init. Everything that is not an adapter is
 frozen, so a LoRA run's trainable parameters are exactly the adapters.
+
+Base fingerprint (`fingerprint`): sha256 over the text encoder spec and, for every tensor of the stage's network
+(adapters stripped, sorted by key), its key, shape and float64 sum and absolute sum (6 significant digits). It reads
+every weight once (cheap next to loading them), ignores dtype, and changes with any real change of weights or layout.
+An adapter folder records it (`zoo.adapters.folder`) and refuses to load onto another base.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
@@ -160,3 +169,17 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def base_state_dict(state: dict[str, Any]) -> dict[str, Any]:
     """A LoRA model's state without the adapters and with peft's `.base_layer` removed: the base model's keys."""
     return {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+
+
+def fingerprint(state: dict[str, torch.Tensor], text_encoder: str | dict[str, Any]) -> str:
+    """The base fingerprint of a stage network's (adapter-free) state and its text encoder spec."""
+    digest = hashlib.sha256(json.dumps(text_encoder, sort_keys=True, default=str).encode())
+    for key in sorted(state):
+        t = state[key].detach().to("cpu", torch.float64)
+        digest.update(f"{key}:{tuple(t.shape)}:{t.sum().item():.6e}:{t.abs().sum().item():.6e};".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(stage: nn.Module) -> str:
+    """The base fingerprint of a stage (its network, any adapters in it ignored, and its text encoder spec)."""
+    return fingerprint(base_state_dict(stage.model.state_dict()), stage.hparams.text_encoder)

@@ -33,7 +33,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import zoo
-from zoo.checkpoint_io import load_module
+from zoo.checkpoint_io import load_stage, stage_arguments
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.grid import to_pil
 from zoo.instruction import Instruction
@@ -84,20 +84,11 @@ class InstructImagenPipeline:
     def from_checkpoint(
         cls, base_ckpt: str | Path, sr_ckpt: str | Path | None = None, sampler: str = "ddpm", map_location: str = "cpu"
     ) -> InstructImagenPipeline:
-        """From Lightning checkpoints written by `python -m zoo fit` (base recipe, and optionally recipes/sr.yaml)."""
-        for flag, path in [("base checkpoint", base_ckpt), ("SR checkpoint", sr_ckpt)]:
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{flag} {path}: no such file")
-        base = cls._load_checkpoint(InstructImagen, base_ckpt, map_location)
-        sr = cls._load_checkpoint(SuperResolution, sr_ckpt, map_location) if sr_ckpt is not None else None
-        return cls(base, sr, sampler)
-
-    @staticmethod
-    def _load_checkpoint(module_class: type, path: str | Path, map_location: str) -> InstructImagen | SuperResolution:
-        try:
-            return load_module(module_class, path, map_location=map_location)
-        except Exception as error:  # any failure to read it is the user's file, not a bug: name the file
-            raise ValueError(f"{path}: not a readable {module_class.__name__} checkpoint ({error})") from error
+        """From Lightning checkpoints written by `python -m zoo fit` (base recipe, and optionally recipes/sr.yaml), read
+        weights-only with their EMA weights when the run kept them (`zoo.checkpoint_io.load_stage`)."""
+        base, _ = load_stage(InstructImagen, base_ckpt, "base checkpoint")
+        sr = load_stage(SuperResolution, sr_ckpt, "SR checkpoint")[0] if sr_ckpt is not None else None
+        return cls(base, sr, sampler).to(map_location)
 
     def to(self, device: torch.device | str) -> InstructImagenPipeline:
         self.base.to(device)
@@ -186,11 +177,11 @@ class InstructImagenPipeline:
     @staticmethod
     def _load_stage(module_class: type, folder: Path, stage: str) -> InstructImagen | SuperResolution:
         config = json.loads((folder / stage / STAGE_CONFIG).read_text())
-        hparams = {**config["hparams"], "text_encoder": str(folder / config["text_encoder_subfolder"])}
-        hparams.pop("init_from", None)  # the weights come from this folder
+        # the weights come from this folder, so init_from is not read again
+        hparams = stage_arguments({**config["hparams"], "text_encoder": str(folder / config["text_encoder_subfolder"])})
         module = module_class(**hparams)
         # The encoder was built from this folder's copy, but the model's identity is the encoder it was trained with:
-        # adapters check it (zoo.lora_io.fingerprint), so the saved spec goes back into the hyperparameters.
+        # adapters check it (zoo.lora.fingerprint), so the saved spec goes back into the hyperparameters.
         module.hparams["text_encoder"] = config["hparams"]["text_encoder"]
         unet, context_layers = _unet_and_context(module)
         unet.load_state_dict(load_file(folder / stage / "unet" / "diffusion_pytorch_model.safetensors"))

@@ -125,8 +125,8 @@ def load_pipeline(args: argparse.Namespace) -> tuple[InstructImagenPipeline, str
         source = args.ckpt + (f" + {args.sr_ckpt}" if args.sr_ckpt else "")
     adapters = []
     if args.adapter:
+        from zoo.adapters.folder import load_adapters
         from zoo.commands.lora import parse_weighted
-        from zoo.lora_io import load_adapters
 
         weighted = [parse_weighted(value) for value in args.adapter]
         names = load_adapters(pipe.base, weighted)

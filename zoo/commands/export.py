@@ -42,19 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def use_live_weights(pipe, checkpoint: dict, ckpt: Path) -> None:
-    """Loads the checkpoint's live (non-averaged) weights, which `EMAWeightAveraging` keeps beside the average, into
-    the pipeline's base stage. Early in a run the average still carries the first steps' weights (decay 0.999 keeps
-    0.999^N of them after N steps), so a short run can sample better from its live weights."""
-    from zoo.checkpoint_io import CheckpointError
-
-    live = checkpoint.get("current_model_state")
-    if live is None:
-        raise CheckpointError(f"--ckpt {ckpt}: no live weights (the run kept no EMA); drop --weights live")
-    pipe.base.text_encoder.fill_into(live, "text_encoder.")
-    pipe.base.load_state_dict(live)
-
-
 def provenance(checkpoint: dict, ckpt: Path, weights: str = "ema") -> tuple[str, Path | None]:
     """The card's "How it was made" section for a base checkpoint (its dict, read from `ckpt`), and its run's
     config.yaml (None if not found)."""
@@ -112,14 +99,18 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from huggingface_hub import ModelCard
 
-    from zoo.checkpoint_io import load_checkpoint
+    from zoo.checkpoint_io import CheckpointError, load_stage
+    from zoo.lit.module import InstructImagen
+    from zoo.lit.sr_module import SuperResolution
     from zoo.pipeline import InstructImagenPipeline
 
     try:
-        pipe = InstructImagenPipeline.from_checkpoint(args.ckpt, args.sr_ckpt, sampler=args.sampler)
-        checkpoint = load_checkpoint(args.ckpt, "--ckpt")  # read once, for the live weights and the provenance
-        if args.weights == "live":
-            use_live_weights(pipe, checkpoint, Path(args.ckpt))
+        # the base checkpoint is read once, for its weights and the card's provenance
+        base, checkpoint = load_stage(InstructImagen, args.ckpt, "--ckpt", weights=args.weights)
+        if args.weights == "live" and "current_model_state" not in checkpoint:
+            raise CheckpointError(f"--ckpt {args.ckpt}: no live weights (the run kept no EMA); drop --weights live")
+        sr = load_stage(SuperResolution, args.sr_ckpt, "--sr-ckpt")[0] if args.sr_ckpt is not None else None
+        pipe = InstructImagenPipeline(base, sr, sampler=args.sampler)
         out = pipe.save_pretrained(args.out)
         made, config = provenance(checkpoint, Path(args.ckpt), args.weights)
         sections = [made]

@@ -101,8 +101,8 @@ def main(argv: list[str]) -> int:
                     raise ValueError(f"{flag} {path}: no such file")
             pipe = InstructImagenPipeline.from_checkpoint(args.ckpt, args.sr_ckpt, sampler=args.sampler or "ddpm")
         if args.adapter:
+            from zoo.adapters.folder import load_adapters
             from zoo.commands.lora import parse_weighted
-            from zoo.lora_io import load_adapters
 
             load_adapters(pipe.base, [parse_weighted(value) for value in args.adapter])
     except ValueError as error:

@@ -1,4 +1,4 @@
-"""`python -m zoo lora export|info|mix|merge`: the adapter verbs (the work is done in `zoo.lora_io`).
+"""`python -m zoo lora export|info|mix|merge`: the adapter verbs (the work is done in `zoo.adapters`).
 
 User mistakes (a missing or corrupt file, another base, a bad DIR:WEIGHT) end with one line on stderr and exit
 code 2, never a traceback.
@@ -97,20 +97,21 @@ def print_info(summary: dict) -> None:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from zoo import lora_io
+    from zoo.adapters.folder import info
+    from zoo.adapters.share import export, merge, mix
 
     try:
         if args.verb == "export":
-            out = lora_io.export(args.ckpt, args.out, args.weights, args.diffusers, args.num_samples, args.sample_steps)
-            print_info(lora_io.info(out))
+            out = export(args.ckpt, args.out, args.weights, args.diffusers, args.num_samples, args.sample_steps)
+            print_info(info(out))
         elif args.verb == "info":
-            summary = lora_io.info(args.folder)
+            summary = info(args.folder)
             print(json.dumps(summary, indent=2)) if args.json else print_info(summary)
         elif args.verb == "mix":
-            print_info(lora_io.info(lora_io.mix(args.adapters, args.out, args.combination)))
+            print_info(info(mix(args.adapters, args.out, args.combination)))
         elif args.verb == "merge":
             folder, weight = args.adapter
-            print(lora_io.merge(folder, args.base, Path(args.out), weight))
+            print(merge(folder, args.base, Path(args.out), weight))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

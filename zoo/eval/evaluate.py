@@ -82,7 +82,8 @@ def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
 
 
 def load_model(path: Path):
-    from zoo.checkpoint_io import load_module
+    """The base stage of a checkpoint (`zoo.checkpoint_io.load_stage`) or of an exported pipeline folder."""
+    from zoo.checkpoint_io import load_stage
     from zoo.lit.module import InstructImagen
 
     if path.is_dir():  # an exported pipeline folder: its base stage
@@ -90,7 +91,7 @@ def load_model(path: Path):
 
         return InstructImagenPipeline.from_pretrained(path).base
 
-    return load_module(InstructImagen, path, "--ckpt").eval()
+    return load_stage(InstructImagen, path, "--ckpt")[0]
 
 
 def generate_sets(

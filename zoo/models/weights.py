@@ -1,7 +1,8 @@
 """Weights for `--model.init_from`: a Lightning checkpoint or a diffusers UNet folder, checked key by key.
 
 Accepted sources:
-- a Lightning `.ckpt` (read with `zoo.checkpoint_io.load_checkpoint`: tensors and plain containers only);
+- a Lightning `.ckpt` (read with `zoo.checkpoint_io`: tensors and plain containers only; its EMA weights when the
+  run kept them, as everywhere a checkpoint is read);
 - a diffusers UNet folder (`config.json` + `diffusion_pytorch_model[.fp16].safetensors`, or a sharded
   `...safetensors.index.json`), e.g. `IF-I-XL-v1.0/unet`, or a pipeline folder holding `unet/`;
 - a zoo pipeline folder (`python -m zoo export`, e.g. a model shipped in `checkpoints/`): its base stage's UNet and,
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from zoo.checkpoint_io import load_checkpoint
+from zoo.checkpoint_io import load_checkpoint, stage_weights
 from zoo.models.presets import diffusers_config_file, read_diffusers_config
 
 # Where the backbone and the new context layers sit in the base stage's state dict (the SR stage passes its own).
@@ -120,7 +121,7 @@ def read_source(
     if source.suffix == ".safetensors":
         return {unet_prefix + key: value for key, value in load_file(str(source)).items()}, "safetensors"
     checkpoint = load_checkpoint(source, "init_from")
-    return checkpoint.get("state_dict", checkpoint), "lightning"
+    return (stage_weights(checkpoint) if "state_dict" in checkpoint else checkpoint), "lightning"
 
 
 def load_weights(
