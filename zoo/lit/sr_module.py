@@ -103,7 +103,12 @@ class SuperResolution(Stage):
             drop_text_and_context=drop_text_and_context,
             drop_context=drop_context,
             optimizer=OptimizerSpec(
-                optimizer, learning_rate, warmup_steps, weight_decay, adafactor_beta1, adafactor_beta2_cap
+                name=optimizer,
+                learning_rate=learning_rate,
+                warmup_steps=warmup_steps,
+                weight_decay=weight_decay,
+                adafactor_beta1=adafactor_beta1,
+                adafactor_beta2_cap=adafactor_beta2_cap,
             ),
             init_from=init_from,
             lora=lora,
