@@ -22,6 +22,7 @@ The pipeline holds the two Lightning modules (plain `nn.Module`s here; no Traine
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,7 @@ import zoo
 from zoo.checkpoint_io import load_stage, stage_arguments
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.grid import to_pil
+from zoo.hub import push_folder, resolve_folder
 from zoo.instruction import Instruction
 from zoo.lit.module import InstructImagen
 from zoo.lit.sr_module import SuperResolution
@@ -129,6 +131,14 @@ class InstructImagenPipeline:
         self._model_card().save(folder / "README.md")
         return folder
 
+    def push_to_hub(
+        self, repo_id: str, private: bool = False, revision: str | None = None, commit_message: str = "Upload with zoo"
+    ) -> str:
+        """Saves the pipeline (`save_pretrained`) and uploads the folder to the Hub repo `repo_id`; returns the
+        commit URL. `python -m zoo export --push-to-hub` pushes the exported folder instead, card sections included."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return push_folder(self.save_pretrained(tmp), repo_id, private, revision, commit_message)
+
     @staticmethod
     def _save_encoder(module: InstructImagen | SuperResolution, folder: Path) -> None:
         module.text_encoder.model.save_pretrained(folder)
@@ -149,18 +159,20 @@ class InstructImagenPipeline:
         hp = self.base.hparams
         sr = f" → {self.sr.hparams.image_size} px super-resolution" if self.sr is not None else ""
         return ModelCard(
-            "---\nlibrary_name: zoo\ntags:\n- instruct-imagen\n- text-to-image\n- zoo\n---\n\n"
+            "---\nlibrary_name: zoo\npipeline_tag: text-to-image\n"
+            "tags:\n- instruct-imagen\n- text-to-image\n- zoo\n---\n\n"
             f"# Instruct-Imagen cascade\n\nBase stage {hp.image_size} px{sr}, text encoder `{hp.text_encoder}`, "
             f"written by zoo {zoo.__version__}.\n\n```python\nfrom zoo.pipeline import InstructImagenPipeline\n\n"
-            f'pipe = InstructImagenPipeline.from_pretrained("path/to/this/folder")\n'
+            f'pipe = InstructImagenPipeline.from_pretrained("path/to/this/folder")  # or "user/name" on the Hub\n'
             f'images = pipe("Draw a red circle on the left")\n```\n'
         )
 
     # ------------------------------------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, folder: str | Path, sampler: str | None = None) -> InstructImagenPipeline:
-        """Loads a folder written by `save_pretrained` (or `python -m zoo export`)."""
-        folder = Path(folder)
+        """Loads a folder written by `save_pretrained` (or `python -m zoo export`), or a Hub repo id holding one
+        (`user/name`, `user/name@revision`; `zoo.hub`: a local folder of that name wins)."""
+        folder = resolve_folder(str(folder), what="pipeline")
         if not (folder / INDEX).is_file():
             raise ValueError(f"{folder}: not a saved pipeline (no {INDEX}); write one with `python -m zoo export`")
         index = json.loads((folder / INDEX).read_text())

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo serve", description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group()
     model.add_argument(
-        "--model", metavar="FOLDER", help=f"a pipeline folder (python -m zoo export; default: {DEFAULT_MODEL})"
+        "--model",
+        metavar="FOLDER",
+        help=f"a pipeline folder (python -m zoo export) or Hub repo id (default: {DEFAULT_MODEL})",
     )
     model.add_argument("--ckpt", help="a base-stage Lightning checkpoint written by `python -m zoo fit`")
     parser.add_argument("--sr-ckpt", help="a super-resolution checkpoint to run after --ckpt")
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DIR[:WEIGHT]",
-        help="LoRA adapter folder (repeatable; its weight gets a slider)",
+        help="LoRA adapter folder or Hub repo id (user/name[@revision]); repeatable, each weight gets a slider",
     )
     parser.add_argument(
         "--sampler", choices=SAMPLERS, default=None, help="the sampler selected at first (default: the model's)"

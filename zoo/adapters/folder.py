@@ -9,7 +9,8 @@ The layout (`zoo.adapters.share` writes it: `python -m zoo lora export|mix`):
     <out>/<stage>/adapter_model.safetensors      peft keys (base_model.model.*)  } PeftModel.from_pretrained(...)
     <out>/<stage>/pytorch_lora_weights.safetensors   optional: diffusers' format (backbone UNet layers, `unet.` keys)
 
-`<stage>` is `base` or `sr` (`stage_name`), as the pipeline names its stages. Loading is strict: a missing or
+`<stage>` is `base` or `sr` (`stage_name`), as the pipeline names its stages. Wherever a folder is read, a Hub repo
+id (`user/name`, `user/name@revision`) may stand for it (`resolve`, through `zoo.hub`). Loading is strict: a missing or
 unreadable file is named, zero matching keys fail, any missing or unexpected key fails naming it, and an adapter made
 on another base is refused naming both fingerprints (`zoo.lora.fingerprint`). Only safetensors and JSON are read;
 nothing is ever unpickled from an adapter folder.
@@ -31,6 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.hub import resolve_folder
 from zoo.lit.sr_module import SuperResolution
 from zoo.lora import model_fingerprint
 
@@ -58,6 +60,11 @@ def write_stage(folder: str | Path, stage: str, state: dict[str, torch.Tensor], 
 
 
 # ----------------------------------------------------------------------------------------------------- reading
+def resolve(folder: str | Path) -> Path:
+    """An adapter folder: a local path, or a Hub repo id (`user/name[@revision]`) fetched into the Hub cache."""
+    return resolve_folder(str(folder), what="adapter")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{path}: missing (an adapter folder needs {CONFIG_FILE} and {WEIGHTS_FILE})")
@@ -103,7 +110,7 @@ def read_stage(folder: str | Path, stage: str) -> tuple[LoraConfig, dict[str, to
 
 def info(folder: str | Path) -> dict[str, Any]:
     """What an adapter folder holds, from its files alone (the base model is never loaded)."""
-    folder = Path(folder)
+    folder = resolve(folder)
     manifest = read_manifest(folder)
     stages = {}
     for stage in manifest["stages"]:
@@ -212,7 +219,8 @@ def load_adapters(model, adapters: Sequence[tuple[str | Path, float]]) -> list[s
     """
     stage = stage_name(model)
     names = []
-    for index, (folder, weight) in enumerate(adapters):
+    for index, (spec, weight) in enumerate(adapters):
+        folder = resolve(spec)
         manifest = read_manifest(folder)
         if stage not in manifest["stages"]:
             raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not this model's stage {stage!r}")

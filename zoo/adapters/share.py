@@ -28,6 +28,7 @@ from zoo.adapters.folder import (
     load_into,
     read_manifest,
     read_stage,
+    resolve,
     stage_name,
     write_stage,
 )
@@ -67,14 +68,26 @@ def _example_instructions(config: dict[str, Any] | None, count: int) -> list:
 def _model_card(manifest: dict[str, Any], samples: list[str]) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
+    # The Hub renders `widget` as the card's gallery: each sample image under the instruction that made it.
+    texts = manifest.get("example_instructions", [])
+    task_tags = sorted({path.rpartition(".")[2].lower() for path in manifest.get("tasks", [])})
     data = ModelCardData(
-        library_name="peft", license="apache-2.0", tags=["lora", "zoo", "instruct-imagen", "text-to-image"]
+        library_name="peft",
+        license="apache-2.0",
+        tags=["lora", "zoo", "instruct-imagen", "text-to-image", *task_tags],
+        base_model_fingerprint=sorted({s["fingerprint"] for s in manifest["stages"].values()}),
+        widget=[{"text": text, "output": {"url": path}} for text, path in zip(texts, samples)] or None,
     )
     stages = "\n".join(
         f"| {name} | {s['rank']} | {s['alpha']} | {s['layers']} | `{s['fingerprint']}` |"
         for name, s in manifest["stages"].items()
     )
-    examples = "\n".join(f"- {text}" for text in manifest.get("example_instructions", [])) or "- (none recorded)"
+    references = manifest.get("example_references") or [[] for _ in texts]
+    examples = "\n".join(
+        f"- {text}" + "".join(f" · {r['marker']} {r['text']}: ![{r['marker']}]({r['image']})" for r in refs)
+        for text, refs in zip(texts, references)
+    )
+    examples = examples or "- (none recorded)"
     images = "\n".join(f"![sample {i}]({path})" for i, path in enumerate(samples)) or "(no samples rendered)"
     tasks = ", ".join(manifest.get("tasks", [])) or "n/a"
     source = f"`{manifest.get('source_checkpoint')}` at step {manifest.get('global_step')}"
@@ -96,7 +109,7 @@ Weights: {manifest.get("weights")} weights of {source}.
 
 ```bash
 python -m zoo lora info .
-python -m zoo generate "<instruction>" --ckpt BASE.ckpt --adapter .:1.0
+python -m zoo generate "<instruction>" --ckpt BASE.ckpt --adapter .:1.0     # or --adapter user/name:1.0 from the Hub
 python -m zoo lora merge . --base BASE.ckpt --out merged.ckpt
 ```
 
@@ -173,9 +186,16 @@ def export(
     if examples:
         (out / "samples").mkdir(exist_ok=True)
         images = model.generate(examples, sample_steps, seed=0)
-        for i, image in enumerate(images):
+        for i, (example, image) in enumerate(zip(examples, images)):
             to_pil(image).save(out / "samples" / f"sample_{i}.png")
             samples.append(f"samples/sample_{i}.png")
+            references = []
+            for j, item in enumerate(example.context):  # the card shows each example with its references
+                to_pil(item.image).save(out / "samples" / f"sample_{i}_ref{j + 1}.png")
+                references.append(
+                    {"marker": item.marker, "text": item.text, "image": f"samples/sample_{i}_ref{j + 1}.png"}
+                )
+            manifest.setdefault("example_references", []).append(references)
     if config is not None:
         (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
@@ -192,6 +212,8 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
     """
     if len(adapters) < 2:
         raise ValueError("lora mix needs at least two adapters (DIR:WEIGHT ...)")
+    given = [str(folder) for folder, _ in adapters]  # as the user named them (a path or a Hub repo id)
+    adapters = [(resolve(folder), weight) for folder, weight in adapters]
     manifests = [read_manifest(folder) for folder, _ in adapters]
     first = manifests[0]
     out = Path(out)
@@ -230,11 +252,11 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
             "layers": len({k.split(".lora_")[0] for k in state}),
         }
     manifest = {
-        **{k: v for k, v in first.items() if k not in ("config", "global_step")},
+        **{k: v for k, v in first.items() if k not in ("config", "global_step", "example_references")},
         "stages": mixed_stages,
         "tasks": sorted({t for m in manifests for t in m.get("tasks", [])}),
         "example_instructions": [t for m in manifests for t in m.get("example_instructions", [])],
-        "mixed_from": [{"folder": str(folder), "weight": weight} for folder, weight in adapters],
+        "mixed_from": [{"folder": name, "weight": weight} for name, (_, weight) in zip(given, adapters)],
         "combination_type": combination_type,
         "source_checkpoint": None,
     }
@@ -252,6 +274,7 @@ def merge(folder: str | Path, base: str | Path, out: str | Path, weight: float =
     """
     model, _ = load_stage(InstructImagen, base, with_lora=False)
     stage = stage_name(model)
+    folder = resolve(folder)
     manifest = read_manifest(folder)
     if stage not in manifest["stages"]:
         raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not {stage!r}")

@@ -2,7 +2,8 @@
 
 The folder holds every component in diffusers' layout with safetensors weights (see `zoo.pipeline`) and loads with
 `InstructImagenPipeline.from_pretrained`, `python -m zoo generate --model FOLDER` or `python -m zoo evaluate --ckpt
-FOLDER`. A missing checkpoint ends with one line naming it and exit code 2.
+FOLDER`; `--push-to-hub user/name` uploads it (`zoo.hub`), after which those take the repo id in place of FOLDER.
+A missing checkpoint ends with one line naming it and exit code 2.
 
 The model card (README.md) also says where the weights came from, so a shared model can be reproduced and judged:
 - provenance, read from the base checkpoint and its run folder: the optimizer steps, the training time Lightning's
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="ema",
         help="with an EMA run: the averaged weights (default, what the run sampled with) or the live ones",
     )
+    hub = parser.add_argument_group("sharing on the Hugging Face Hub")
+    hub.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the written folder to this Hub repo")
+    hub.add_argument("--private", action="store_true", help="create the repo private")
+    hub.add_argument("--revision", default=None, help="a branch to commit to (created if missing); default main")
+    hub.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, upload nothing")
     return parser
 
 
@@ -125,4 +131,12 @@ def main(argv: list[str]) -> int:
     card.text = card.text.rstrip() + "\n\n" + "\n".join(sections)
     card.save(out / "README.md")
     print(out)
+    if args.push_to_hub is not None:
+        from zoo.commands.lora import push_or_list
+
+        try:
+            push_or_list(str(out), args.push_to_hub, args.private, args.revision, args.dry_run)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0

@@ -26,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("text", help='the payload instruction, e.g. "Draw a red circle in the style of [ref#1]"')
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--ckpt", help="a base-stage Lightning checkpoint written by `python -m zoo fit`")
-    model.add_argument("--model", metavar="FOLDER", help="a pipeline folder written by `python -m zoo export`")
+    model.add_argument(
+        "--model",
+        metavar="FOLDER",
+        help="a pipeline folder written by `python -m zoo export`, or a Hub repo id (user/name[@revision])",
+    )
     parser.add_argument("--sr-ckpt", help="a super-resolution checkpoint (recipes/sr.yaml) to run after --ckpt")
     parser.add_argument(
         "--ref", action="append", default=[], metavar="IMAGE", help="reference image for [ref#1], [ref#2], ... in order"
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DIR[:WEIGHT]",
-        help="LoRA adapter folder (repeatable, weights mix them)",
+        help="LoRA adapter folder or Hub repo id (user/name[@revision]); repeatable, weights mix them",
     )
     return parser
 

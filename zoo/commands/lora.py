@@ -1,4 +1,6 @@
-"""`python -m zoo lora export|info|mix|merge`: the adapter verbs (the work is done in `zoo.adapters`).
+"""`python -m zoo lora export|info|mix|merge|push`: the adapter verbs (the work is done in `zoo.adapters`, `zoo.hub`).
+
+Every verb that reads an adapter folder also takes a Hub repo id (`user/name`, `user/name@revision`).
 
 User mistakes (a missing or corrupt file, another base, a bad DIR:WEIGHT) end with one line on stderr and exit
 code 2, never a traceback.
@@ -75,7 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the base checkpoint the adapter was trained on (or the LoRA run's own checkpoint)",
     )
     merge.add_argument("--out", required=True, help="OUT.ckpt, or a folder that receives model.ckpt")
+    push = verbs.add_parser("push", help="upload an adapter folder to the Hugging Face Hub (safetensors, JSON, card)")
+    push.add_argument("folder", help="an adapter folder written by `lora export` or `lora mix`")
+    push.add_argument("repo_id", help="user/name on the Hub (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", default=None, help="a branch to commit to (created if missing); default main")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would go up; upload nothing")
     return parser
+
+
+def push_or_list(folder: str, repo_id: str, private: bool, revision: str | None, dry_run: bool) -> None:
+    """Pushes a folder (`zoo.hub.push_folder`) and prints the commit URL, or with `dry_run` the files it would send."""
+    from zoo.hub import push_folder
+
+    result = push_folder(folder, repo_id, private=private, revision=revision, dry_run=dry_run)
+    print("\n".join(result) if dry_run else result)
 
 
 def print_info(summary: dict) -> None:
@@ -112,6 +128,9 @@ def main(argv: list[str]) -> int:
         elif args.verb == "merge":
             folder, weight = args.adapter
             print(merge(folder, args.base, Path(args.out), weight))
+        elif args.verb == "push":
+            info(args.folder)  # only a readable adapter folder goes up
+            push_or_list(args.folder, args.repo_id, args.private, args.revision, args.dry_run)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -48,13 +48,19 @@ PQScorer = Callable[[str, torch.Tensor], list[float]]
 
 
 def find_checkpoint(path: str) -> Path:
-    """A checkpoint file, an exported pipeline folder (`python -m zoo export`), or the newest `last.ckpt` (else
-    newest `*.ckpt`) under a run folder."""
+    """A checkpoint file, an exported pipeline folder (`python -m zoo export`) — local or a Hub repo id — or the
+    newest `last.ckpt` (else newest `*.ckpt`) under a run folder."""
+    from zoo.hub import parse_repo_spec, resolve_folder
     from zoo.pipeline import INDEX
 
     p = Path(path)
     if p.is_file() or (p / INDEX).is_file():
         return p
+    if not p.exists() and parse_repo_spec(path) is not None:
+        folder = resolve_folder(path, what="--ckpt")
+        if not (folder / INDEX).is_file():
+            raise ValueError(f"--ckpt {path}: the Hub repo holds no pipeline folder (no {INDEX})")
+        return folder
     if p.is_dir():
         found = sorted(p.rglob("last.ckpt"), key=lambda f: f.stat().st_mtime) or sorted(
             p.rglob("*.ckpt"), key=lambda f: f.stat().st_mtime
@@ -65,16 +71,26 @@ def find_checkpoint(path: str) -> Path:
     raise ValueError(f"--ckpt {path}: no such file or folder")
 
 
+def default_label(path: str, file: Path) -> str:
+    """A Hub pipeline is named by its repo, a local pipeline folder by itself, a run's checkpoint by its run folder
+    (…/<run>/checkpoints/x.ckpt), another file by its stem."""
+    from zoo.hub import parse_repo_spec
+
+    repo = None if Path(path).exists() else parse_repo_spec(path)
+    if repo is not None:
+        return repo[0].rpartition("/")[2]
+    if file.is_dir():
+        return file.name
+    return file.parent.parent.name if file.parent.name == "checkpoints" else file.stem
+
+
 def parse_checkpoints(specs: list[str]) -> dict[str, Path]:
     """`[label=]path` → {label: checkpoint}; the default label is the run folder (or file) name."""
     checkpoints: dict[str, Path] = {}
     for spec in specs:
         label, _, path = ("", "", spec) if Path(spec).exists() or "=" not in spec else spec.partition("=")
         file = find_checkpoint(path)
-        # A pipeline folder is named by itself; a run's checkpoint by its run folder (…/<run>/checkpoints/x.ckpt).
-        label = label or (
-            file.name if file.is_dir() else file.parent.parent.name if file.parent.name == "checkpoints" else file.stem
-        )
+        label = label or default_label(path, file)
         if label in checkpoints:
             raise ValueError(f"--ckpt: two models are labelled {label!r}; name them, e.g. --ckpt mine={path}")
         checkpoints[label] = file
