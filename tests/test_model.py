@@ -87,6 +87,29 @@ def test_rows_without_context_are_unaffected_by_the_context_layers(make_tiny_mod
     assert (with_context[1:] - without_context[1:]).abs().max() > 1e-3
 
 
+def test_context_positions_tell_the_layers_where_each_token_sits(make_tiny_model, task_instructions) -> None:
+    """`context_positions`: no new weights, a no-op at zero init, and with trained layers the same context read at
+    other places gives another output (without positions, attention is blind to a permutation of the tokens)."""
+    from zoo.models.instruct_unet import ContextTokens, grid_code
+
+    plain, placed = make_tiny_model(), make_tiny_model(context_positions=True)
+    assert plain.state_dict().keys() == placed.state_dict().keys()
+    batch = collate_instructions(task_instructions[1:])
+    with torch.no_grad():
+        x, t, text, text_mask, context = denoiser_inputs(placed, batch)
+        torch.testing.assert_close(placed.model(x, t, text, text_mask, context), placed.model(x, t, text, text_mask))
+        code = grid_code(16, 8, torch.device("cpu"), torch.float32)
+        assert code.shape == (16, 8) and code[0].ne(code[5]).any()  # distinct places, distinct codes
+        for model in (plain, placed):
+            randomise_context_layers(model)
+        shuffled = torch.randperm(context.cells, generator=torch.Generator().manual_seed(0))
+        order = torch.cat([shuffled + i * context.cells for i in range(context.tokens.shape[1] // context.cells)])
+        moved = ContextTokens(context.tokens[:, order], context.mask[:, order], context.cells)
+        for model, changes in ((plain, False), (placed, True)):
+            a, b = model.model(x, t, text, text_mask, context), model.model(x, t, text, text_mask, moved)
+            assert ((a - b).abs().max() > 1e-4) == changes
+
+
 # Regression test: a batch in which no sample has context (all text-to-image, or every context dropped) gives
 # ContextTokens with zero tokens; the context layers must then add nothing instead of failing to reshape.
 @torch.no_grad()

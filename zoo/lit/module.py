@@ -51,6 +51,8 @@ class InstructImagen(Stage):
         guidance_scale: classifier-free guidance scale used by `generate` by default.
         context_grad: `end_to_end` (paper §2.3) or `no_grad`: whether the loss reaches the shared down stack
             through the context pass as well as through the denoising pass.
+        context_positions: the context layers see each token's grid position (a fixed sine-cosine code; not in the
+            paper; `zoo.models.instruct_unet`). Adds no weights.
         text_cache: root of a text-embedding cache (`python -m zoo cache-text`); cached texts skip the encoder.
         init_from: weights (only) that start this run: a Lightning checkpoint, a diffusers UNet or pipeline folder
             (e.g. DeepFloyd `IF-I-XL-v1.0/unet`, safetensors only) or a `.safetensors` file. The new context layers
@@ -80,6 +82,7 @@ class InstructImagen(Stage):
         sample_steps: int = 50,
         guidance_scale: float = 3.0,
         context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
+        context_positions: bool = False,
         text_cache: str | None = None,
         init_from: str | None = None,
         lora: LoraSpec | None = None,
@@ -92,7 +95,7 @@ class InstructImagen(Stage):
             rank_zero_info(f"unet {unet!r}: built from {init_from}'s config.json (the preset's widths are fitted)")
         super().__init__(
             unet_config=config,
-            network=partial(InstructUNet, context_grad=context_grad),
+            network=partial(InstructUNet, context_grad=context_grad, context_positions=context_positions),
             text_encoder=text_encoder,
             text_max_length=text_max_length,
             text_cache=text_cache,

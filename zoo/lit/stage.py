@@ -236,7 +236,9 @@ class Stage(LightningModule):
         text, text_mask = self.encode_text(batch.texts)
         null_text, null_mask = self.encode_text([""] * b)
         context = self.encode_context(batch)
-        no_context = None if context is None else ContextTokens(context.tokens, torch.zeros_like(context.mask))
+        no_context = (
+            None if context is None else ContextTokens(context.tokens, torch.zeros_like(context.mask), context.cells)
+        )
         branches = {
             "full": (text, text_mask, context),
             "text": (text, text_mask, no_context),

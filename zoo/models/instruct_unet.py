@@ -21,6 +21,13 @@ under gradient checkpointing, which re-runs the forward during backward). The pa
 text embedding (`addition_embed_type="text"`, Imagen/IF) the same way, so the pooling reads real tokens only
 (`MaskedAttentionPooling`).
 
+Positions (`context_positions`, off by default as in the paper): cross-attention is blind to where a token sits, so
+"the output at (i, j) follows the reference at (i, j)" — what control tasks ask — must be learned from the weak
+position signal that convolution padding leaves in the features. With it on, a fixed 2-D sine-cosine code of each
+token's normalised grid position is added to the queries' and the context keys' inputs (not the values), the same
+code for the same place at any resolution, so attending to the same place is a simple function to learn. No
+parameters are added (checkpoints are unchanged), and the zero-initialised output keeps the layer a no-op at start.
+
 Sampling cost: `generate` encodes the context once per call, and each context layer projects the (fixed) context
 tokens to keys and values once per call too (`ContextTokens.projected`, filled only when no gradient is recorded);
 every step then pays only the queries, the attention and the output projection.
@@ -28,6 +35,7 @@ every step then pays only the queries, the attention and the output projection.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
@@ -40,12 +48,31 @@ from diffusers.models.embeddings import AttentionPooling
 from torch import nn
 
 
+def grid_code(n: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n, dim) 2-D sine-cosine code of the cells of a square grid of n cells, by their normalised centres in [0, 1].
+
+    A quarter of the channels each for sin/cos of the row and of the column, at frequencies π·16^(k/(q−1)); spare
+    channels are zero. Normalised coordinates give the same place the same code at 8×8 and at 16×16.
+    """
+    side = math.isqrt(n)
+    assert side * side == n, f"context positions need square grids, got {n} cells"
+    quarter = dim // 4
+    index = torch.arange(n, device=device)
+    rows, cols = ((index // side + 0.5) / side), ((index % side + 0.5) / side)  # (n,), (n,)
+    freqs = math.pi * 16 ** (torch.arange(quarter, device=device) / max(quarter - 1, 1))  # (q,)
+    angles = [rows[:, None] * freqs, cols[:, None] * freqs]  # 2 × (n, q)
+    code = torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)  # (n, 4q)
+    return F.pad(code, (0, dim - 4 * quarter)).to(dtype)
+
+
 @dataclass(eq=False)
 class ContextTokens:
-    """Encoded context: tokens (B, N, C_ctx) with mask (B, N) bool (False = padding or dropped context)."""
+    """Encoded context: tokens (B, N, C_ctx) with mask (B, N) bool (False = padding or dropped context); N is
+    items × `cells` (each item's feature map, flattened row by row)."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
+    cells: int = 0
     # Each context layer's keys and values of these tokens, kept when no gradient is recorded (sampling): the tokens
     # are fixed for a whole `generate` call, so each layer projects them once, not at every step.
     projected: dict[nn.Module, tuple] = field(default_factory=dict, init=False, repr=False)
@@ -56,7 +83,7 @@ class ContextTokens:
         n = max(p.tokens.shape[1] for p in parts)
         tokens = [F.pad(p.tokens, (0, 0, 0, n - p.tokens.shape[1])) for p in parts]
         masks = [F.pad(p.mask, (0, n - p.mask.shape[1])) for p in parts]
-        return ContextTokens(torch.cat(tokens), torch.cat(masks))
+        return ContextTokens(torch.cat(tokens), torch.cat(masks), max(p.cells for p in parts))
 
 
 class ContextCrossAttention(nn.Module):
@@ -66,12 +93,14 @@ class ContextCrossAttention(nn.Module):
         query_dim: channels of the UNet features at this layer.
         context_dim: channels of the context tokens (the down stack's last width).
         heads, dim_head: attention shape (copied from the text cross-attention it sits beside).
+        positions: add the grid code (`grid_code`) to the queries' and the keys' inputs (module docstring).
     """
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int) -> None:
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, positions: bool = False) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads = heads
+        self.positions = positions
         self.norm = nn.LayerNorm(query_dim)
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
@@ -103,8 +132,12 @@ class ContextCrossAttention(nn.Module):
         has_context = context.mask.any(dim=1)  # (B,)
         rows = None if has_context.all() else has_context.nonzero().squeeze(1)
         tokens, mask = (context.tokens, context.mask) if rows is None else (context.tokens[rows], context.mask[rows])
-        r, length, _ = tokens.shape
-        k = self.to_k(tokens).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
+        r, length, width = tokens.shape
+        keyed = tokens
+        if self.positions and length > 0:  # each item's cells get their grid code: (L, C_ctx), repeated per item
+            code = grid_code(context.cells, width, tokens.device, tokens.dtype).repeat(length // context.cells, 1)
+            keyed = tokens + code
+        k = self.to_k(keyed).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
         v = self.to_v(tokens).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
         if not torch.is_grad_enabled():
             context.projected[self] = (rows, k, v, mask)
@@ -112,8 +145,11 @@ class ContextCrossAttention(nn.Module):
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention of x (R, N, C) over keys/values (R, h, L, d) where mask (R, L) is True (≥ 1 True per row)."""
-        r, n, _ = x.shape
-        q = self.to_q(self.norm(x)).view(r, n, self.heads, -1).transpose(1, 2)  # (R, h, N, d)
+        r, n, width = x.shape
+        queries = self.norm(x)
+        if self.positions:
+            queries = queries + grid_code(n, width, x.device, x.dtype)
+        q = self.to_q(queries).view(r, n, self.heads, -1).transpose(1, 2)  # (R, h, N, d)
         # No mask when every token is real (the common case): SDPA then picks its fused kernels.
         attn_mask = None if mask.all() else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (R, h, N, d)
@@ -183,10 +219,14 @@ class InstructUNet(nn.Module):
     Args:
         unet: the backbone (taken as is, never rebuilt or copied).
         context_grad: `end_to_end` (the paper) or `no_grad` (no gradient through the context pass).
+        context_positions: give the context layers each token's grid position (module docstring; not in the paper).
     """
 
     def __init__(
-        self, unet: UNet2DConditionModel, context_grad: Literal["end_to_end", "no_grad"] = "end_to_end"
+        self,
+        unet: UNet2DConditionModel,
+        context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
+        context_positions: bool = False,
     ) -> None:
         super().__init__()
         if context_grad not in ("end_to_end", "no_grad"):
@@ -201,7 +241,11 @@ class InstructUNet(nn.Module):
             unet.add_embedding.pool = MaskedAttentionPooling(unet.add_embedding.pool, self)
         for name, attention in self._context_stage_attentions():
             layer = ContextCrossAttention(
-                attention.query_dim, self.context_dim, attention.heads, attention.inner_dim // attention.heads
+                attention.query_dim,
+                self.context_dim,
+                attention.heads,
+                attention.inner_dim // attention.heads,
+                positions=context_positions,
             )
             key = name.replace(".", "_")
             self.context_layers[key] = layer
@@ -264,7 +308,7 @@ class InstructUNet(nn.Module):
         tokens = features.new_zeros(b * k, h * w, c)
         tokens[real] = features.flatten(2).transpose(1, 2)
         mask = item_mask.flatten()[:, None].expand(b * k, h * w)
-        return ContextTokens(tokens.view(b, k * h * w, c), mask.reshape(b, k * h * w))
+        return ContextTokens(tokens.view(b, k * h * w, c), mask.reshape(b, k * h * w), h * w)
 
     def down_features(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """The down-sampling stack alone, at timestep 0 (clean input), as in the first half of the UNet forward.
