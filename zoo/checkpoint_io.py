@@ -100,7 +100,7 @@ def stage_weights(checkpoint: dict[str, Any], weights: Weights = "ema") -> dict[
     state = live if weights == "live" and live is not None else checkpoint["state_dict"]
     if live is not None and (checkpoint.get("hyper_parameters") or {}).get("lora"):
         # A LoRA run trains its adapters only, so its live base weights are the ones it started from; checkpoints
-        # written before zoo.lit.module.keep_frozen_weights_out_of_the_average hold an EMA-drifted base copy.
+        # written before zoo.lit.stage.keep_frozen_weights_out_of_the_average hold an EMA-drifted base copy.
         state = {k: v if ".lora_" in k else live.get(k, v) for k, v in state.items()}
     return dict(state)
 
