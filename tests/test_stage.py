@@ -82,6 +82,36 @@ def test_sr_lora_survives_a_checkpoint(tmp_path) -> None:
     torch.testing.assert_close(denoise(loaded), denoise(model), atol=0, rtol=0)
 
 
+def test_an_sr_adapter_exports_loads_onto_its_base_and_merges(tmp_path) -> None:
+    """`lora export` reads which stage a checkpoint holds: an SR run's adapter goes to `sr/`, loads onto the SR base it
+    was trained on (and only there), and merges into an adapter-free SR checkpoint with the same outputs."""
+    from zoo.adapters.folder import load_adapters
+    from zoo.adapters.share import export, merge
+    from zoo.checkpoint_io import load_stage
+
+    model = build_sr(lora={"rank": RANK})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".lora_B" in name:
+                p.fill_(0.05)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, tmp_path / "run.ckpt")
+    base = build_sr()
+    torch.save({"state_dict": base.state_dict(), "hyper_parameters": dict(base.hparams)}, tmp_path / "base.ckpt")
+
+    folder = export(tmp_path / "run.ckpt", tmp_path / "adapter", num_samples=4)
+    assert (folder / "sr" / "adapter_model.safetensors").is_file() and not (folder / "base").exists()
+    assert not (folder / "samples").exists()  # the card's samples come from a base stage only
+    assert not torch.equal(denoise(base), denoise(model))
+    load_adapters(base, [(folder, 1.0)])
+    torch.testing.assert_close(denoise(base), denoise(model), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="made for base"):
+        load_adapters(build_sr(seed=3), [(folder, 1.0)])
+
+    merged, _ = load_stage(SuperResolution, merge(folder, tmp_path / "base.ckpt", tmp_path / "merged.ckpt"))
+    assert merged.lora_config is None
+    torch.testing.assert_close(denoise(merged), denoise(model), atol=1e-5, rtol=0)
+
+
 # ------------------------------------------------------------------------------------------ non-finite losses
 def test_sr_nonfinite_loss_skips_the_step_then_stops(sr_batch, monkeypatch) -> None:
     model = build_sr(nonfinite_patience=2)

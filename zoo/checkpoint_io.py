@@ -119,7 +119,7 @@ def stage_arguments(hparams: dict[str, Any], whole: bool = True) -> dict[str, An
 
 
 def load_stage(
-    stage_class: type[Stage],
+    stage_class: type[Stage] | tuple[type[Stage], ...],
     path: str | Path,
     flag: str | None = None,
     weights: Weights = "ema",
@@ -129,7 +129,8 @@ def load_stage(
 
     Args:
         stage_class: the stage the file holds (`InstructImagen` or `SuperResolution`; the caller names it, as this
-            module stands below the stages).
+            module stands below the stages), or several: the first whose `__init__` takes every saved
+            hyperparameter (a base checkpoint has no `lowres_size`, which only the SR stage takes).
         flag: the option that named the file, for error messages.
         weights: "ema" or "live" (see the module docstring).
         with_lora: False builds the network without adapters (those in the checkpoint dropped, `.base_layer` keys
@@ -146,6 +147,9 @@ def load_stage(
     state = stage_weights(checkpoint, weights)
     whole = not state or not all(".lora_" in k for k in state)
     arguments = stage_arguments(checkpoint["hyper_parameters"], whole)
+    if isinstance(stage_class, tuple):
+        fits = [c for c in stage_class if set(arguments) <= set(inspect.signature(c).parameters)]
+        stage_class = fits[0] if fits else stage_class[0]  # none fits: the first one's error names the file
     accepted = inspect.signature(stage_class).parameters
     arguments = {k: v for k, v in arguments.items() if k in accepted}  # as Lightning's load_from_checkpoint does
     if not with_lora:

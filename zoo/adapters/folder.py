@@ -227,10 +227,10 @@ def load_adapters(model, adapters: Sequence[tuple[str | Path, float]]) -> list[s
         check_base(manifest, stage, model, folder)
         config, state = read_stage(folder, stage)
         name = f"adapter{index}"
-        load_into(model.model, config, state, name, str(Path(folder) / stage))
+        load_into(model.lora_root(), config, state, name, str(Path(folder) / stage))
         names.append(name)
-    set_adapter(model.model, names)
-    for module in model.model.modules():
+    set_adapter(model.lora_root(), names)
+    for module in model.lora_root().modules():
         if isinstance(module, LoraLayer):
             for name, (_, weight) in zip(names, adapters):
                 module.set_scale(name, weight)

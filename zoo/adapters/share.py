@@ -35,9 +35,13 @@ from zoo.adapters.folder import (
 from zoo.checkpoint_io import Weights, load_stage, save_weights_checkpoint
 from zoo.grid import to_pil
 from zoo.lit.module import InstructImagen
+from zoo.lit.sr_module import SuperResolution
 from zoo.lora import model_fingerprint
 from zoo.models.instruct_unet import InstructUNet
 from zoo.models.presets import resolve_unet_config
+
+# The stages an adapter can adapt; a checkpoint's hyperparameters tell which one it holds (`load_stage`).
+STAGES = (InstructImagen, SuperResolution)
 
 
 # ----------------------------------------------------------------------------------------------------- export
@@ -136,12 +140,12 @@ def export(
 ) -> Path:
     """Writes an adapter folder from a LoRA training checkpoint (layout: `zoo.adapters.folder`)."""
     ckpt, out = Path(ckpt), Path(out)
-    model, checkpoint = load_stage(InstructImagen, ckpt, weights=weights)
+    model, checkpoint = load_stage(STAGES, ckpt, weights=weights)
     if model.lora_config is None:
         raise ValueError(f"{ckpt}: trained without LoRA (model.lora is null); there is no adapter to export")
     stage = stage_name(model)
     # 1. the peft adapter, exactly as PeftModel(InstructUNet).save_pretrained would write it
-    state = {PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(model.model).items()}
+    state = {PEFT_PREFIX + k: v for k, v in get_peft_model_state_dict(model.lora_root()).items()}
     stage_dir = write_stage(out, stage, state, model.lora_config)
     # 2. optionally diffusers' single file: the backbone UNet's layers with `unet.` keys (context layers are zoo's own)
     if diffusers:
@@ -157,7 +161,8 @@ def export(
         save_file({k: v.contiguous() for k, v in unet_state.items()}, stage_dir / DIFFUSERS_FILE, metadata=metadata)
     # 3. manifest, run config, samples and card
     config = _run_config(ckpt)
-    examples = _example_instructions(config, num_samples)
+    # Card samples come from the base stage: an SR stage alone has no low-resolution image to start from.
+    examples = _example_instructions(config, num_samples) if stage == "base" else []
     manifest = {
         "format": FORMAT,
         "stages": {
@@ -218,6 +223,8 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
     first = manifests[0]
     out = Path(out)
     mixed_stages = {}
+    if "sr" in first["stages"]:
+        raise ValueError(f"{adapters[0][0]}: lora mix handles base-stage adapters only; this one adapts the SR stage")
     for stage in first["stages"]:
         for (folder, _), manifest in zip(adapters, manifests):
             if stage not in manifest["stages"]:
@@ -267,12 +274,12 @@ def mix(adapters: Sequence[tuple[str | Path, float]], out: str | Path, combinati
 
 # ------------------------------------------------------------------------------------------------------ merge
 def merge(folder: str | Path, base: str | Path, out: str | Path, weight: float = 1.0) -> Path:
-    """Folds an adapter into its base checkpoint and saves a full, adapter-free stage checkpoint.
+    """Folds an adapter into its base checkpoint (base or SR stage) and saves a full, adapter-free stage checkpoint.
 
     `out` ending in `.ckpt` is the file; otherwise a folder that receives `model.ckpt`. The result starts a run with
-    `--model.init_from` and loads with `InstructImagen.load_from_checkpoint`.
+    `--model.init_from` and loads with the stage's `load_from_checkpoint`.
     """
-    model, _ = load_stage(InstructImagen, base, with_lora=False)
+    model, _ = load_stage(STAGES, base, with_lora=False)
     stage = stage_name(model)
     folder = resolve(folder)
     manifest = read_manifest(folder)
@@ -280,12 +287,14 @@ def merge(folder: str | Path, base: str | Path, out: str | Path, weight: float =
         raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not {stage!r}")
     check_base(manifest, stage, model, folder)
     config, state = read_stage(folder, stage)
-    peft_model = PeftModel(model.model, config, adapter_name="merge")
+    root = model.lora_root()
+    peft_model = PeftModel(root, config, adapter_name="merge")
     load_into(peft_model, config, state, "merge", str(Path(folder) / stage), inject=False)
     for module in peft_model.modules():
         if isinstance(module, LoraLayer):
             module.set_scale("merge", weight)
-    model.model = peft_model.merge_and_unload()
+    merged = peft_model.merge_and_unload()
+    assert merged is root  # peft folds the layers in place: the stage holds the merged network already
     out = Path(out)
     path = out if out.suffix == ".ckpt" else out / "model.ckpt"
     return save_weights_checkpoint(model, path)
