@@ -61,3 +61,19 @@ class Masked(Task):
             mask=mask,
             task=self.name,
         )
+
+
+class Invalid(Task):
+    """A task whose every example holds an image the Instruction refuses: NaN pixels ("nan") or none ("empty")."""
+
+    name = "invalid"
+
+    def __init__(self, fault: str = "nan") -> None:
+        self.fault = fault
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, index: int) -> Instruction:
+        target = torch.full((3, 8, 8), float("nan")) if self.fault == "nan" else torch.zeros(3, 0, 0)
+        return Instruction(f"draw row {index}", target=target, task=self.name)

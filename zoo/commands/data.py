@@ -20,7 +20,7 @@ from zoo.lit.recipe import PARSER_MODE, ZooCLI
 class DataOnlyCLI(ZooCLI):
     """Parses a full recipe but instantiates only its data module."""
 
-    def instantiate_classes(self) -> None:
+    def build(self) -> None:
         config = self.config.clone()
         for key in ("model", "trainer"):
             config.pop(key, None)
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m zoo data preview --config <recipe> [--n 16] [--out data_preview.png]", file=sys.stderr)
         return 2
     from zoo.grid import instruction_grid
-    from zoo.lit.data import InstructionDataModule
+    from zoo.lit.data import BadExampleError, InstructionDataModule
     from zoo.lit.module import InstructImagen
 
     args, recipe_args = parse(argv[1:])
@@ -69,7 +69,11 @@ def main(argv: list[str]) -> int:
             args=recipe_args,
         )
     mixture = cli.datamodule.train_dataset
-    draws = [mixture.draw(index) for index in range(min(args.n, len(mixture)))]
+    try:
+        draws = [mixture.draw(index) for index in range(min(args.n, len(mixture)))]
+    except BadExampleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     drawn = Counter(draw.instruction.task for draw in draws)
     skipped = Counter(task for draw in draws for task, _, _ in draw.skipped)
     for task, row_id, reason in (skip for draw in draws for skip in draw.skipped):

@@ -41,7 +41,8 @@ OnBadExample = Literal["skip", "fail"]
 
 
 class BadExampleError(RuntimeError):
-    """A bad row met with `data.on_bad_example: fail`, or a task whose rows keep failing.
+    """A bad row met with `data.on_bad_example: fail`, a task whose rows keep failing, or an example a task built
+    that is not a valid instruction (its images hold NaNs or no pixels: a ValueError from `zoo.instruction`).
 
     One message argument only, so the error survives being re-raised from a DataLoader worker process.
     """
@@ -175,6 +176,11 @@ class TaskMixture(Dataset):
                     ) from bad
                 skipped.append((str(bad.task), str(bad.row_id), str(bad.reason)))
                 continue
+            except ValueError as error:  # e.g. an image tensor with NaNs or no pixels: the Instruction refused it
+                raise BadExampleError(
+                    f"task {task.name!r}, example {example}: {error}. The task built an invalid instruction; fix the "
+                    "data, or have the task raise zoo.task.BadExample for such rows so they are skipped"
+                ) from error
             return Draw(index, instruction.resized(self.image_size), skipped, notes)
         raise BadExampleError(
             f"task {task.name!r}: {len(skipped)} bad rows in a row (last: row {skipped[-1][1]}: {skipped[-1][2]}); "
