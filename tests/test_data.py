@@ -161,6 +161,23 @@ def test_bad_rows_are_skipped_counted_and_named_once(recwarn) -> None:
     assert texts(again) == texts(batches)  # the replacement rows are reproducible
 
 
+def test_a_bad_row_met_by_training_and_validation_is_named_once() -> None:
+    """Every held-out row (19) is bad, so validation falls back to the rows before it, which training draws too:
+    the loaders of one data module share what they have named, so each bad row appears in one warning only."""
+    data = datamodule([BadRows(20, [17, 18, 19])], batch_size=2, samples_per_epoch=40, val_samples=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for loader in (data.val_dataloader(), data.train_dataloader(), data.val_dataloader()):
+            list(loader)
+    named = Counter(str(w.message) for w in caught if "skipped bad row" in str(w.message))
+    assert set(named) == {
+        f"data: skipped bad row 'row-{row}' of task 'bad_rows': truncated image" for row in (17, 18, 19)
+    }
+    assert set(named.values()) == {1}
+    notes = [str(w.message) for w in caught if "validation slice" in str(w.message)]
+    assert len(notes) == 1
+
+
 @pytest.mark.filterwarnings("ignore:data. skipped bad row")
 def test_skips_in_worker_processes_reach_the_main_process() -> None:
     in_process = datamodule([Flaky()], image_size=8).train_dataloader()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import REPO_ROOT
-from PIL import Image
+from PIL import Image, ImageFont
 
 from zoo.cli import main
-from zoo.grid import CELL
+from zoo.grid import CELL, instruction_grid, wrap
+from zoo.instruction import Instruction
 
 STAGE2 = REPO_ROOT / "recipes" / "stage2.yaml"
 
@@ -74,3 +76,31 @@ def test_preview_without_a_recipe_is_a_usage_error(capsys) -> None:
         main(["data", "preview", "--n", "4"])
     assert info.value.code == 2 and "--config" in capsys.readouterr().err
     assert main(["data"]) == 2
+
+
+def test_each_bad_row_is_named_once_with_how_often_it_was_skipped(tmp_path, capsys) -> None:
+    """Row 1 of six is bad and training draws from rows 0-4, so the first draws meet it several times."""
+    recipe = tmp_path / "recipe.yaml"
+    tasks = [{"class_path": "fake_tasks.BadRows", "init_args": {"num_examples": 6, "bad": [1]}}]
+    recipe.write_text(yaml.safe_dump({"data": {"image_size": 8, "samples_per_epoch": 40, "tasks": tasks}}))
+    assert main(["data", "preview", "--config", str(recipe), "--n", "12", "--out", str(tmp_path / "p.png")]) == 0
+    printed = capsys.readouterr().out
+    named = [line for line in printed.splitlines() if line.startswith("skipped bad row")]
+    skipped = int(next(line.split() for line in printed.splitlines() if line.startswith("bad_rows"))[3])
+    assert skipped > 1
+    assert named == [f"skipped bad row 'row-1' of task 'bad_rows' ({skipped} times): truncated image"]
+
+
+def test_instruction_text_wraps_in_full_under_a_target_only_row() -> None:
+    """A task without context images has one column; its payload text still shows every word."""
+    text = "Produce a picture showing a photograph of a small red bicycle leaning against a whitewashed stone wall"
+    short = Instruction("Draw a cat", target=torch.zeros(3, 8, 8), task="text_to_image")
+    long = Instruction(text, target=torch.zeros(3, 8, 8), task="text_to_image")
+    sheet, one_line = instruction_grid([long]), instruction_grid([short])
+    assert sheet.width == one_line.width == 6 + CELL + 6  # one column
+    font, width = ImageFont.load_default(), sheet.width - 12
+    lines = wrap(f"[text_to_image] {text}", font, width)
+    assert " ".join(lines) == f"[text_to_image] {text}" and len(lines) > 3  # the old sheet kept three lines
+    assert all(font.getlength(line) <= width for line in lines)
+    assert sheet.height - one_line.height == (len(lines) - len(wrap("[text_to_image] Draw a cat", font, width))) * 12
+    assert wrap("x" * 500, font, 50) and "".join(wrap("x" * 500, font, 50)) == "x" * 500  # a word wider than a line

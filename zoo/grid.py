@@ -1,13 +1,13 @@
 """Contact sheets: instructions laid out beside the images they produced (or, for a data preview, without them).
 
 One row per instruction: its context images (each labelled with its prompt, marker included), the generated image
-when there is one, the target if known, the mask when any instruction has one, and the payload text underneath.
-Images are enlarged with nearest-neighbour so small pixels stay visible.
+when there is one, the target if known, the mask when any instruction has one, and the payload text underneath,
+wrapped to the sheet's width in full (a row is as tall as its text needs). Images are enlarged with
+nearest-neighbour so small pixels stay visible.
 """
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +17,6 @@ from zoo.instruction import Instruction
 
 CELL = 128  # pixels per image cell
 PAD = 6
-TEXT_LINES = 3
 LINE = 12
 
 
@@ -32,6 +31,27 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
     return (mask.float() * 2 - 1).expand(3, -1, -1)
 
 
+def wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """`text` in lines no wider than `width` pixels in `font`, every character kept; a word wider than a line is
+    split across lines."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}" if line else word
+        if font.getlength(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for character in word:
+            if line and font.getlength(line + character) > width:
+                lines.append(line)
+                line = ""
+            line += character
+    return [*lines, line] if line else lines
+
+
 def instruction_grid(instructions: Sequence[Instruction], generated: torch.Tensor | None = None) -> Image.Image:
     """A contact sheet of `instructions`, with their `generated` images (B, 3, H, W) in [-1, 1] when given."""
     if not instructions:
@@ -44,11 +64,15 @@ def instruction_grid(instructions: Sequence[Instruction], generated: torch.Tenso
     tail += ["mask"] if any(i.mask is not None for i in instructions) else []
     columns = max(len(i.context) for i in instructions) + len(tail)  # context..., [generated], target, [mask]
     label_h = LINE + 2
-    row_h = label_h + CELL + TEXT_LINES * LINE + 2 * PAD
-    sheet = Image.new("RGB", (PAD + columns * (CELL + PAD), row_h * len(instructions)), "white")
+    width = PAD + columns * (CELL + PAD)
+    texts = [wrap(f"[{i.task}] {i.text}", font, width - 2 * PAD) for i in instructions]
+    tops = [0]
+    for lines in texts:
+        tops.append(tops[-1] + label_h + CELL + len(lines) * LINE + 2 * PAD)
+    sheet = Image.new("RGB", (width, tops[-1]), "white")
     draw = ImageDraw.Draw(sheet)
     for row, instruction in enumerate(instructions):
-        top = row * row_h + PAD
+        top = tops[row] + PAD
         images = {
             "generated": None if generated is None else generated[row],
             "target": instruction.target,
@@ -63,7 +87,6 @@ def instruction_grid(instructions: Sequence[Instruction], generated: torch.Tenso
                 continue
             draw.text((left, top), label[:24], fill="black", font=font)
             sheet.paste(to_pil(cell).resize((CELL, CELL), Image.NEAREST), (left, top + label_h))
-        wrapped = textwrap.wrap(f"[{instruction.task}] {instruction.text}", width=columns * (CELL + PAD) // 7)
-        for line_number, line in enumerate(wrapped[:TEXT_LINES]):
+        for line_number, line in enumerate(texts[row]):
             draw.text((PAD, top + label_h + CELL + PAD + line_number * LINE), line, fill="black", font=font)
     return sheet

@@ -76,8 +76,10 @@ def main(argv: list[str]) -> int:
         return 2
     drawn = Counter(draw.instruction.task for draw in draws)
     skipped = Counter(task for draw in draws for task, _, _ in draw.skipped)
-    for task, row_id, reason in (skip for draw in draws for skip in draw.skipped):
-        print(f"skipped bad row {row_id!r} of task {task!r}: {reason}")
+    times = Counter(skip for draw in draws for skip in draw.skipped)
+    for (task, row_id, reason), count in times.items():  # each bad row once, as training names it
+        again = f" ({count} times)" if count > 1 else ""
+        print(f"skipped bad row {row_id!r} of task {task!r}{again}: {reason}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     instruction_grid([draw.instruction for draw in draws]).save(out)

@@ -1,9 +1,11 @@
-"""Callbacks: `SampleGrid` renders held-out instructions during and after training; `DataCounts` logs the mixture.
+"""Callbacks: `SampleGrid` renders held-out instructions during and after training; `DataCounts` logs the mixture;
+`StepProgressBar` is the progress bar a recipe gets when it names none.
 
 SampleGrid renders a fixed set of held-out instructions with fixed seeds during and after training.
 
-The instructions are the first `num_samples` of the data module's validation set, so every render of a run shows
-the same instructions with the same noise: what changes between sheets is the model. Each sheet is written as a
+The instructions are the first `num_samples` distinct rows of the data module's validation set (a validation set
+that holds fewer rows gives a shorter sheet, never one row repeated), so every render of a run shows the same
+instructions with the same noise: what changes between sheets is the model. Each sheet is written as a
 PNG under `<log_dir>/samples/` (the run directory of the TensorBoard or CSV logger) and, when the logger is
 TensorBoard, logged as an image too. When the run keeps an EMA (`EMAWeightAveraging`), the sheets show the averaged
 weights, the ones that are exported and sampled from.
@@ -16,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from zoo.diffusion.sampler import Guidance
 from zoo.grid import instruction_grid
-from zoo.lit.data import MixtureLoader
+from zoo.instruction import Instruction
+from zoo.lit.data import MixtureLoader, TaskMixture
 
 
 class SampleGrid(Callback):
@@ -61,7 +64,7 @@ class SampleGrid(Callback):
         dataset = trainer.datamodule.val_dataset if trainer.datamodule is not None else None
         if dataset is None or len(dataset) == 0:
             return None
-        instructions = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
+        instructions = distinct_rows(dataset, self.num_samples)
         guidance = Guidance(scale=self.guidance_scale) if self.guidance_scale is not None else None
         was_training = pl_module.training
         pl_module.eval()
@@ -88,6 +91,30 @@ class SampleGrid(Callback):
             trainer.logger.experiment.add_image(f"samples/{name}", tensor, trainer.global_step)
         self.last_path = path
         return path
+
+
+def distinct_rows(dataset: TaskMixture, count: int) -> list[Instruction]:
+    """The first `count` validation samples that come from different rows: the validation set draws with
+    replacement, so a task with few held-out rows would fill a sheet with copies of one row."""
+    instructions: dict[tuple[int, int], Instruction] = {}
+    for index in range(len(dataset)):
+        draw = dataset.draw(index)
+        instructions.setdefault(draw.row, draw.instruction)
+        if len(instructions) == count:
+            break
+    return list(instructions.values())
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, whose epoch reads "Epoch 3" when the run is bounded by steps (`max_steps`
+    with `max_epochs` unset, which Lightning stores as -1 and the stock bar prints as "Epoch 3/-2"), and
+    "Epoch 3/9" when it is bounded by epochs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs - 1}"
+        return f"{description:{len(self.validation_description)}}"  # as wide as "Validation": no flicker
 
 
 class DataCounts(Callback):

@@ -76,11 +76,13 @@ def resolve_ratios(tasks: Sequence[Task], ratios: Sequence[float] | Mapping[str,
 
 @dataclass
 class Draw:
-    """One mixture sample: its index, the instruction, the bad rows skipped on the way (task, row id, reason) and
-    notes for the user (a validation sample taken from outside its held-out slice)."""
+    """One mixture sample: its index, the instruction, the row it came from (task number, example index), the bad
+    rows skipped on the way (task, row id, reason) and notes for the user (a validation sample taken from outside its
+    held-out slice)."""
 
     index: int
     instruction: Instruction
+    row: tuple[int, int]
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -181,7 +183,7 @@ class TaskMixture(Dataset):
                     f"task {task.name!r}, example {example}: {error}. The task built an invalid instruction; fix the "
                     "data, or have the task raise zoo.task.BadExample for such rows so they are skipped"
                 ) from error
-            return Draw(index, instruction.resized(self.image_size), skipped, notes)
+            return Draw(index, instruction.resized(self.image_size), (number, example), skipped, notes)
         raise BadExampleError(
             f"task {task.name!r}: {len(skipped)} bad rows in a row (last: row {skipped[-1][1]}: {skipped[-1][2]}); "
             "is its dataset readable? Check the task's source, or raise data.max_consecutive_bad"
@@ -261,14 +263,17 @@ class EpochSampler(Sampler[int]):
 class MixtureLoader(DataLoader):
     """A DataLoader over `MixtureDraws` that yields plain `InstructionBatch`es and keeps the books in the main
     process: the epoch position reached, instructions drawn per task, and bad rows skipped per task (each bad row
-    named once in a rank-zero warning). `state_dict`/`load_state_dict` make it resumable mid-epoch."""
+    named once in a rank-zero warning). `state_dict`/`load_state_dict` make it resumable mid-epoch.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    `named` holds the bad rows and notes already warned about; the loaders of one data module share it, so a row
+    that both training and validation meet (validation falling back to training rows) is still named once.
+    """
+
+    def __init__(self, *args: Any, named: set[object] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.drawn: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
-        self._warned: set[tuple[str, str]] = set()
-        self._noted: set[str] = set()
+        self.named: set[object] = set() if named is None else named
 
     def __iter__(self) -> Iterator[InstructionBatch]:
         sampler = self.sampler
@@ -284,12 +289,12 @@ class MixtureLoader(DataLoader):
         self.drawn.update(item.batch.tasks)
         for task, row_id, reason in item.skipped:
             self.skipped[task] += 1
-            if (task, row_id) not in self._warned:
-                self._warned.add((task, row_id))
+            if (task, row_id) not in self.named:
+                self.named.add((task, row_id))
                 rank_zero_warn(f"data: skipped bad row {row_id!r} of task {task!r}: {reason}")
         for note in item.notes:
-            if note not in self._noted:
-                self._noted.add(note)
+            if note not in self.named:
+                self.named.add(note)
                 rank_zero_warn(note)
 
     def state_dict(self) -> dict[str, Any]:
@@ -362,6 +367,7 @@ class InstructionDataModule(LightningDataModule):
         )
         self.train_dataset = TaskMixture(tasks, ratios, samples_per_epoch, "train", **common)
         self.val_dataset = TaskMixture(tasks, ratios, val_samples, "val", **common)
+        self.named: set[object] = set()  # bad rows and notes warned about, by any of this module's loaders
 
     def _loader(self, dataset: TaskMixture, sampler: Sampler | None = None) -> MixtureLoader:
         return MixtureLoader(
@@ -371,6 +377,7 @@ class InstructionDataModule(LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=partial(collate_draws, image_size=self.image_size),
             persistent_workers=self.num_workers > 0,
+            named=self.named,
             # Its own generator: a DataLoader without one draws its worker base seed from the *global* torch RNG each
             # time an iterator starts, so a run resumed mid-epoch (a new iterator where the uninterrupted run had
             # none) would shift the noise and dropout draws of every later step. Samples come from per-index seeds.

@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningCLI
 
 from zoo.checkpoint_io import CheckpointError, check_checkpoint
+from zoo.lit.callbacks import StepProgressBar
 from zoo.lit.checkpointing import resolve_resume
 from zoo.lit.data import BadExampleError
 
@@ -118,6 +122,17 @@ class ZooCLI(LightningCLI):
     def build(self) -> None:
         """LightningCLI's `instantiate_classes`; a command that builds less (`data preview`) overrides this."""
         super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with `StepProgressBar` where Lightning would pick its rich progress bar (the recipe names
+        none and enables the bar): Lightning's own prints "Epoch 0/-2" in a run bounded by `max_steps`."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        own_bar = any(isinstance(callback, ProgressBar) for callback in callbacks)
+        if _RICH_AVAILABLE and config.get("enable_progress_bar") is not False and not own_bar:
+            kwargs.setdefault("callbacks", [*callbacks, StepProgressBar()])
+        return super().instantiate_trainer(**kwargs)
 
     def _describe(self, error: BaseException) -> str:
         """ "<field> (<class>): <its message>", the field found by the class's path in the recipe (e.g.
