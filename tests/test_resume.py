@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from cli_helpers import run_zoo, tiny_recipe, write_recipe
-from conftest import build_tiny_model
+from conftest import REPO_ROOT, build_tiny_model
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -24,26 +25,38 @@ def recipe(root: Path, steps: int, kill_at: int | None = None, **model) -> dict:
     return r
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
-    """2 steps, SIGKILL-like exit, resume for 3 more == 5 uninterrupted steps (live and EMA weights, to 1e-6).
+def step_checkpoints(every: int) -> dict:
+    """recipes/stage2.yaml's checkpoint callback (`last.ckpt` on a step cadence, no validation needed), its cadence
+    scaled from a long run's steps to a tiny run's."""
+    callbacks = yaml.safe_load((REPO_ROOT / "recipes" / "stage2.yaml").read_text())["trainer"]["callbacks"]
+    checkpoint = next(c for c in callbacks if c["class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint")
+    assert checkpoint["init_args"]["save_last"] and checkpoint["init_args"]["every_n_train_steps"] > 0
+    return {**checkpoint, "init_args": {**checkpoint["init_args"], "every_n_train_steps": every}}
 
-    Epochs are 3 steps, so the kill falls mid-epoch and the resumed run then crosses an epoch boundary; condition
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
+    """With the recipes' step checkpoints every 2 steps, a SIGKILL-like exit after step 3 leaves step 2 on disk (at
+    most one cadence lost); resuming for 4 more == 6 uninterrupted steps (live and EMA weights, to 1e-6). A run
+    ends on a multiple of the cadence here: `last.ckpt` is written on the cadence, not when max_steps stops a run.
+
+    Epochs are 4 steps, so the kill falls mid-epoch and the resumed run then crosses an epoch boundary; condition
     dropout is on, so the restored random stream matters as much as the restored data position.
     """
 
     def mid_epoch(root: Path, kill_at: int | None = None) -> dict:
-        r = recipe(root, 5, kill_at, lora={"rank": 2}, drop_text_and_context=0.25, drop_context=0.25)
-        r["data"]["samples_per_epoch"] = 6  # batch 2: 3 steps per epoch
+        r = recipe(root, 6, kill_at, lora={"rank": 2}, drop_text_and_context=0.25, drop_context=0.25)
+        r["trainer"]["callbacks"][0] = step_checkpoints(every=2)  # in place of the tiny recipe's every-step one
+        r["data"]["samples_per_epoch"] = 8  # batch 2: 4 steps per epoch
         return r
 
     full = run_zoo("fit", "--config", str(write_recipe(tmp_path / "full.yaml", mid_epoch(tmp_path / "full"))))
     assert full.returncode == 0, full.stderr[-3000:]
     first = run_zoo(
-        "fit", "--config", str(write_recipe(tmp_path / "a.yaml", mid_epoch(tmp_path / "resumed", kill_at=2)))
+        "fit", "--config", str(write_recipe(tmp_path / "a.yaml", mid_epoch(tmp_path / "resumed", kill_at=3)))
     )
-    assert first.returncode == 17, first.stderr[-3000:]  # killed by KillAfterStep, no teardown
+    assert first.returncode == 17, first.stderr[-3000:]  # killed by KillAfterStep after step 3, no teardown
     run_dir = tmp_path / "resumed" / "lightning_logs" / "version_0"
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2  # step 3 lost
     second = run_zoo(
         "fit",
         "--config",
@@ -58,7 +71,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:
 
     a = torch.load(tmp_path / "full" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 5
+    assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):  # EMA weights and live weights
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
