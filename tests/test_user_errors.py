@@ -80,8 +80,12 @@ def recipe(tmp_path: Path) -> Path:
             "data (zoo.lit.data.InstructionDataModule): data.max_consecutive_bad must be at least 1, got 0",
         ),
         (["--data.ratios", "[1, 2, 3]"], "data.ratios has 3 entries but data.tasks has 2"),
+        (
+            ["--trainer.strategy", "no_such_strategy"],
+            "trainer (lightning.pytorch.trainer.trainer.Trainer): You selected an invalid strategy name",
+        ),
     ],
-    ids=["unet", "task-init-arg", "typed-init", "ratio-length"],
+    ids=["unet", "task-init-arg", "typed-init", "ratio-length", "trainer"],
 )
 def test_a_component_that_refuses_a_value_is_one_line_naming_the_field(
     recipe: Path, override: list[str], expected: str, capsys: pytest.CaptureFixture[str]
@@ -122,6 +126,15 @@ def test_a_truncated_resume_checkpoint_is_one_line_naming_the_file(
     code, err = run(["fit", "--config", str(recipe), "--ckpt_path", str(cut)], capsys)
     assert code == 2
     assert f"--ckpt_path {cut}: not a readable checkpoint" in one_error_line(err)
+
+
+def test_a_missing_resume_checkpoint_is_one_line_naming_it(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere.ckpt"
+    code, err = run(["fit", "--config", str(recipe), "--ckpt_path", str(missing)], capsys)
+    assert code == 2
+    assert one_error_line(err) == f"error: --ckpt_path {missing}: no such file"
 
 
 @pytest.mark.parametrize(

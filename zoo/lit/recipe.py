@@ -135,8 +135,9 @@ class ZooCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _describe(self, error: BaseException) -> str:
-        """ "<field> (<class>): <its message>", the field found by the class's path in the recipe (e.g.
-        `data.tasks[1]`); `model`/`data` for the fixed classes; the message alone when no constructor raised."""
+        """The line "<field> (<class>): <its message>", the field found by the class's path in the recipe (e.g.
+        `data.tasks[1]`), `model`/`data`/`trainer` for the fixed classes; the message alone when no constructor
+        raised."""
         cause = root_cause(error)
         cls = built_class(cause)
         message = one_line(cause)
@@ -146,7 +147,9 @@ class ZooCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         fields = [field for field, path in class_paths(config.as_dict()) if path in (name, cls.__name__)]
         fields += [
-            key for key, fixed in (("model", self._model_class), ("data", self._datamodule_class)) if fixed is cls
+            key
+            for key, fixed in (("model", self._model_class), ("data", self._datamodule_class), ("trainer", Trainer))
+            if fixed is cls
         ]
         where = " or ".join(dict.fromkeys(fields)) or "the recipe"
         return f"{where} ({name}): {message}"
@@ -165,7 +168,10 @@ class ZooCLI(LightningCLI):
             return
         config = self.config.fit
         was_last = config.ckpt_path == "last"
-        self._resume_into_its_run(config)
+        try:
+            self._resume_into_its_run(config)
+        except ValueError as error:  # a --ckpt_path that does not exist
+            raise RecipeError(str(error)) from error
         if was_last and Path(config.ckpt_path).is_file():  # a named file was checked in parse_arguments
             check_checkpoint(config.ckpt_path, "--ckpt_path")
 
