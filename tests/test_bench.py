@@ -16,6 +16,9 @@ SMALLEST = {
     "vs_ifpipeline.py": ["--batch", "1", "--steps", "2", "--repeats", "1"],
     "fast_solver.py": ["--num", "3", "--ddpm-steps", "3", "--fast-steps", "2"],  # no --ckpt: an untrained tiny model
     "lora_vs_full.py": ["--preset", "tiny", "--steps", "3", "--batch", "2"],
+    "memory.py": ["--shapes", "tiny", "--steps", "1"],
+    # no compile variants: inductor's C++ build takes minutes on a CPU
+    "gpu_throughput.py": ["--size", "tiny", "--steps", "1", "--ddpm-steps", "2", "--fast-steps", "2", "--no-compile"],
     "time_to_quality.py": [
         "--minutes",
         "0.3",

@@ -17,6 +17,12 @@ The folder follows diffusers' layout, one subfolder per component, every weight 
 
 The pipeline holds the two Lightning modules (plain `nn.Module`s here; no Trainer is involved) and drives their
 `generate` with a named sampler from `zoo.diffusion.samplers`.
+
+Fitting a big cascade on a small accelerator: `pipe.to(torch.bfloat16)` casts the stages' networks (the text encoder
+keeps its own dtype, `zoo.models.text`), and `pipe.enable_model_cpu_offload("cuda")` keeps every component on the CPU
+and moves each to the accelerator only while it runs (diffusers' model offload, one component at a time): a stage's
+network for its `generate` call, a text encoder for each of its forward calls (the network steps aside meanwhile).
+The images are the same as without offload.
 """
 
 from __future__ import annotations
@@ -62,6 +68,45 @@ def _same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     )
 
 
+class _ModelOffload:
+    """Keeps at most one component on `device`, the rest on the CPU (`InstructImagenPipeline.enable_model_cpu_offload`).
+
+    `moves` lists what went where, in order, as (component name, device type).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.active = device, None
+        self.names: dict[torch.nn.Module, str] = {}
+        self.moves: list[tuple[str, str]] = []
+        self._resume: list[torch.nn.Module | None] = []  # the network each running text encoder displaced
+
+    def activate(self, module: torch.nn.Module | None) -> None:
+        """`module` to the accelerator (None: nothing), the one there before back to the CPU."""
+        if module is self.active:
+            return
+        if self.active is not None:
+            self.active.to("cpu")
+            self.moves.append((self.names[self.active], "cpu"))
+        if module is not None:
+            module.to(self.device)
+            self.moves.append((self.names[module], self.device.type))
+        self.active = module
+
+    def attach_text_encoder(self, encoder: torch.nn.Module, name: str) -> None:
+        """Hooks that give `encoder` the accelerator for each forward call and give it back to the network after."""
+        self.names[encoder] = name
+
+        def before(module: torch.nn.Module, args: tuple) -> None:
+            self._resume.append(self.active)
+            self.activate(module)
+
+        def after(module: torch.nn.Module, args: tuple, output: object) -> None:
+            self.activate(self._resume.pop())
+
+        encoder.register_forward_pre_hook(before)
+        encoder.register_forward_hook(after)
+
+
 class InstructImagenPipeline:
     """The cascade: an `InstructImagen` base stage and an optional `SuperResolution` stage.
 
@@ -80,6 +125,7 @@ class InstructImagenPipeline:
                 f"{base.hparams.image_size} px images; train the SR stage with lowres_size={base.hparams.image_size}"
             )
         self.base, self.sr, self.sampler = base.eval(), (sr.eval() if sr is not None else None), sampler
+        self.offload: _ModelOffload | None = None
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -92,15 +138,38 @@ class InstructImagenPipeline:
         sr = load_stage(SuperResolution, sr_ckpt, "SR checkpoint")[0] if sr_ckpt is not None else None
         return cls(base, sr, sampler).to(map_location)
 
-    def to(self, device: torch.device | str) -> InstructImagenPipeline:
-        self.base.to(device)
+    def to(self, device_or_dtype: torch.device | str | torch.dtype) -> InstructImagenPipeline:
+        """Moves both stages to a device, or casts their networks to a dtype (e.g. `torch.bfloat16`; each text
+        encoder keeps its own dtype: `TextEncoder.set_dtype` changes it). The sampler's state stays fp32."""
+        if self.offload is not None and not isinstance(device_or_dtype, torch.dtype):
+            raise ValueError("this pipeline offloads (enable_model_cpu_offload): its components move on their own")
+        self.base.to(device_or_dtype)
         if self.sr is not None:
-            self.sr.to(device)
+            self.sr.to(device_or_dtype)
+        return self
+
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> InstructImagenPipeline:
+        """Keeps every component on the CPU and moves each to `device` only while it runs (module docstring): the
+        peak accelerator memory is the largest component's, not the cascade's. Images are unchanged."""
+        self.to("cpu")
+        self.offload = _ModelOffload(torch.device(device))
+        for name, stage in (("base", self.base), ("sr", self.sr)):
+            if stage is None:
+                continue
+            self.offload.names[stage.model] = f"{name}.network"
+            if stage.text_encoder not in self.offload.names:  # one shared encoder is hooked once
+                self.offload.attach_text_encoder(stage.text_encoder, f"{name}.text_encoder")
         return self
 
     @property
     def device(self) -> torch.device:
-        return self.base.device
+        """Where the pipeline computes: the offload device when offloading, else the base stage's."""
+        return self.offload.device if self.offload is not None else self.base.device
+
+    def _on_device(self, stage: InstructImagen | SuperResolution | None) -> None:
+        """With offload, `stage`'s network to the accelerator (None: everything back to the CPU)."""
+        if self.offload is not None:
+            self.offload.activate(None if stage is None else stage.model)
 
     # ------------------------------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -250,6 +319,7 @@ class InstructImagenPipeline:
             hp.guidance_scale,
         )
         at_base = [i.resized(hp.image_size) for i in items]
+        self._on_device(base)
         images = base.generate(at_base, chosen.num_inference_steps, chosen.guidance, seed, scheduler=chosen.scheduler)
         # 2. super-resolution of the base images, reading the same instructions
         if self.sr is not None:
@@ -263,7 +333,9 @@ class InstructImagenPipeline:
                 shp.sample_steps,
                 shp.guidance_scale,
             )
+            self._on_device(self.sr)
             images = self.sr.generate(items, images, chosen, seed, noise_level)
+        self._on_device(None)
         if output_type == "pt":
             return (images.float().cpu() + 1) / 2
         return [to_pil(image) for image in images]

@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sr-steps", type=int, default=None, help="super-resolution sampling steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the cascade on the CPU and move each part to the GPU only while it runs (less GPU memory); "
+        "without a GPU the parts stay on the CPU",
+    )
+    parser.add_argument(
         "--adapter",
         action="append",
         default=[],
@@ -109,6 +115,10 @@ def main(argv: list[str]) -> int:
             from zoo.commands.lora import parse_weighted
 
             load_adapters(pipe.base, [parse_weighted(value) for value in args.adapter])
+        if args.offload:
+            import torch
+
+            pipe.enable_model_cpu_offload("cuda" if torch.cuda.is_available() else "cpu")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -64,6 +64,10 @@ class InstructImagen(Stage):
             Adafactor (torch's has no β1) with a fixed learning rate.
         adafactor_beta2_cap: caps Adafactor's second-moment decay 1 − t^−0.8 (paper A.2.2: 0.999, read as
             big_vision's `beta2_cap`; `zoo.lit.adafactor`). Unset, β2 keeps rising (0.999 at step ~5.6k, then beyond).
+        gradient_checkpointing: recompute activations in backward instead of keeping them (diffusers' checkpointing
+            over the backbone, the context pass and the context layers): less memory for ~30% more compute.
+        compile: `torch.compile` the backbone UNet (with its context hooks) at fit start or on first use; a one-line
+            error where the backend cannot compile (`zoo.lit.stage.compile_backbone`).
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class InstructImagen(Stage):
         nonfinite_patience: int = 8,
         adafactor_beta1: float | None = None,
         adafactor_beta2_cap: float | None = None,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         config = resolve_unet_config(unet, init_from)
         if takes_weights_config(unet, init_from):
@@ -113,6 +119,8 @@ class InstructImagen(Stage):
             init_from=init_from,
             lora=lora,
             nonfinite_patience=nonfinite_patience,
+            gradient_checkpointing=gradient_checkpointing,
+            compile=compile,
         )
 
     def predict_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor:

@@ -57,6 +57,10 @@ class SuperResolution(Stage):
         lora: train LoRA adapters instead of the whole network, as for the base stage; the target sets name the
             backbone's attention and, with `read_context`, the context layers'.
         nonfinite_patience: a NaN/inf loss skips its step; this many in a row stop training.
+        gradient_checkpointing: recompute activations in backward instead of keeping them (diffusers' checkpointing
+            over the backbone, the context pass and the context layers): less memory for ~30% more compute.
+        compile: `torch.compile` the backbone UNet (with its context hooks) at fit start or on first use; a one-line
+            error where the backend cannot compile (`zoo.lit.stage.compile_backbone`).
     """
 
     def __init__(
@@ -84,6 +88,8 @@ class SuperResolution(Stage):
         nonfinite_patience: int = 8,
         adafactor_beta1: float | None = None,
         adafactor_beta2_cap: float | None = None,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         if not 0 < lowres_size < image_size:
             raise ValueError(f"lowres_size must be between 0 and image_size={image_size}; got {lowres_size}")
@@ -113,6 +119,8 @@ class SuperResolution(Stage):
             init_from=init_from,
             lora=lora,
             nonfinite_patience=nonfinite_patience,
+            gradient_checkpointing=gradient_checkpointing,
+            compile=compile,
         )
 
     # ------------------------------------------------------------------------------------------ the SR network
@@ -153,7 +161,7 @@ class SuperResolution(Stage):
     def augmentation_levels(self, b: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training levels: uniform timesteps in [0, lowres_max_noise_level × (T - 1)]."""
         top = int(round(self.hparams.lowres_max_noise_level * (self.scheduler.config.num_train_timesteps - 1)))
-        return torch.randint(0, top + 1, (b,), generator=generator).to(self.device)
+        return torch.randint(0, top + 1, (b,), generator=generator).to(self.network_device)
 
     def stage_inputs(self, batch: InstructionBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
         """The low-resolution input: the target downsampled, upsampled back and noise-augmented at a random level."""
@@ -189,6 +197,6 @@ class SuperResolution(Stage):
         # the noise-augmented low-resolution image at a fixed level: the same in every branch and step
         fraction = self.hparams.lowres_sample_noise_level if noise_level is None else noise_level
         level = int(round(fraction * (self.scheduler.config.num_train_timesteps - 1)))
-        level = torch.full((len(batch),), level, device=self.device)
-        lowres = self.noise_augment(lowres.to(self.device), level, generator)
+        level = torch.full((len(batch),), level, device=self.network_device)
+        lowres = self.noise_augment(lowres.to(self.network_device), level, generator)
         return self.guided_sample(batch, sampler or self.default_sampler(), generator, (lowres, level))

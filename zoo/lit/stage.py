@@ -8,6 +8,12 @@ A stage is a denoising network plus what surrounds it whatever the network is:
     - `init_from` weights, LoRA (`zoo.lora.LoraSpec`) and the optimizer (`zoo.lit.optimizer.OptimizerSpec`);
     - one guided-sampling loop over a `zoo.diffusion.samplers.Sampler`.
 
+Scale switches, both off by default: `gradient_checkpointing` (diffusers' activation recomputation over the backbone,
+the context pass and the context layers: `InstructUNet.enable_gradient_checkpointing`) and `compile` (`torch.compile`
+of the backbone UNet in place, its context hooks traced with it, at fit start or on first use; the context pass runs
+eagerly). A network whose weights are cast (`InstructImagenPipeline.to(dtype)`) gets its inputs in its own dtype
+while the sampler's state stays fp32; the frozen text encoder runs in its own (`zoo.models.text`).
+
 A subclass says what differs: its network (`network`, given to `__init__`) and how it is called (`denoise`), the
 inputs it adds to the text and context (`stage_inputs`; SR: the low-resolution image and its noise level), and where
 its weights sit (`weight_prefixes`, `lora_root`). Its `__init__` arguments are the hyperparameters (typed, so they
@@ -18,6 +24,8 @@ are the YAML config); the loop and the loss read the shared ones: `image_size`, 
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +60,8 @@ class Stage(LightningModule):
         text_encoder, text_max_length, text_cache, num_train_timesteps, drop_text_and_context, drop_context,
             init_from, lora, nonfinite_patience: as the stages document them.
         optimizer: the optimizer settings, gathered from the stage's flat arguments.
+        gradient_checkpointing: recompute the network's activations in backward instead of keeping them.
+        compile: `torch.compile` the backbone UNet at fit start or on first use (`compile_backbone`).
     """
 
     def __init__(
@@ -68,6 +78,8 @@ class Stage(LightningModule):
         init_from: str | None,
         lora: LoraSpec | dict[str, Any] | None,
         nonfinite_patience: int,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         lora = LoraSpec.coerce(lora)
@@ -94,6 +106,10 @@ class Stage(LightningModule):
             self.load_weights(init_from)
         self.lora_config = apply_lora(self.lora_root(), lora) if lora is not None else None
         self.nonfinite = NonFiniteLossGuard(nonfinite_patience)
+        # 4. the scale switches (after LoRA: checkpointing then recomputes the adapted layers too)
+        if gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self._compiled = False
 
     # ----------------------------------------------------------------------------------- what a subclass says
     @property
@@ -125,11 +141,31 @@ class Stage(LightningModule):
         """The module LoRA adapts: the one whose names `zoo.lora`'s target sets are written for."""
         return self.model
 
+    @property
+    def network_device(self) -> torch.device:
+        """Where the network's weights are, so where its inputs go: the stage's device, unless a pipeline offloads
+        (`InstructImagenPipeline.enable_model_cpu_offload` moves the network and the text encoder in turn)."""
+        return next(self.model.parameters()).device
+
+    @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype of the backbone's weights: what its inputs are cast to (fp32 under mixed precision)."""
+        return self.model.unet.dtype
+
+    def compile_network(self) -> None:
+        """`torch.compile` of the backbone in place, once, when `compile` is set (`compile_backbone`)."""
+        if self.hparams.get("compile") and not self._compiled:
+            compile_backbone(self.model.unet, self.network_device)
+            self._compiled = True
+
     # ----------------------------------------------------------------------------------------------- conditions
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (B, L, D) on the network's device, in its dtype (the encoder runs in its own), and mask (B, L)."""
         if self.text_cache is not None:
-            return self.text_cache.encode(self.text_encoder, texts)
-        return self.text_encoder(texts)
+            text, mask = self.text_cache.encode(self.text_encoder, texts)
+        else:
+            text, mask = self.text_encoder(texts)
+        return text.to(self.network_device, self.network_dtype), mask.to(self.network_device)
 
     def encode_context(self, batch: InstructionBatch, keep: torch.Tensor | None = None) -> ContextTokens | None:
         """Context tokens for a batch (None when the network does not read the context); `keep` (B,) bool drops
@@ -139,16 +175,18 @@ class Stage(LightningModule):
         item_mask = batch.context_mask if keep is None else batch.context_mask & keep[:, None]
         b, k = item_mask.shape
         if k == 0:
-            text = torch.zeros(b, 0, self.text_encoder.max_length, self.text_encoder.dim, device=self.device)
-            text_mask = torch.zeros(b, 0, self.text_encoder.max_length, dtype=torch.bool, device=self.device)
+            text = torch.zeros(b, 0, self.text_encoder.max_length, self.text_encoder.dim, device=self.network_device)
+            text_mask = torch.zeros(b, 0, self.text_encoder.max_length, dtype=torch.bool, device=self.network_device)
         else:
             text, text_mask = self.encode_text([text for row in batch.context_texts for text in row])
             text, text_mask = text.view(b, k, *text.shape[1:]), text_mask.view(b, k, -1)
-        return self.model.encode_context(batch.context_images, text, text_mask, item_mask)
+        images = batch.context_images.to(self.network_dtype)
+        return self.model.encode_context(images, text, text_mask, item_mask)
 
     # ------------------------------------------------------------------------------------------------- training
     def loss(self, batch: InstructionBatch, dropout: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         """The v-objective on a batch; `dropout` drops conditions as training does (validation keeps them all)."""
+        self.compile_network()
         b = len(batch)
         # 1. conditions: the text (dropped to "" for the unconditional branch) and the context
         if dropout:
@@ -156,7 +194,7 @@ class Stage(LightningModule):
         else:
             drop_all = drop_ctx = torch.zeros(b, dtype=torch.bool)
         text, text_mask = self.encode_text(["" if drop else t for t, drop in zip(batch.texts, drop_all.tolist())])
-        context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.device))
+        context = self.encode_context(batch, keep=~(drop_all | drop_ctx).to(self.network_device))
         # 2. the stage's own inputs (SR: the noise-augmented low-resolution image and its level)
         inputs = self.stage_inputs(batch, generator)
         # 3. the v-objective on the target
@@ -200,6 +238,7 @@ class Stage(LightningModule):
             else "full"
         )
         rank_zero_info(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%, {what})")
+        self.compile_network()
 
     # ----------------------------------------------------------------------------------------------- generation
     def default_sampler(self) -> Sampler:
@@ -210,10 +249,10 @@ class Stage(LightningModule):
     def collate(self, instructions: InstructionBatch | list[Instruction]) -> InstructionBatch:
         """A batch on this stage's device; instructions are resized to `image_size` first."""
         if isinstance(instructions, InstructionBatch):
-            return instructions.to(self.device)
+            return instructions.to(self.network_device)
         size = self.hparams.image_size
         batch = collate_instructions([i.resized(size) for i in instructions], image_size=(size, size))
-        return batch.to(self.device)
+        return batch.to(self.network_device)
 
     @torch.no_grad()
     def guided_sample(
@@ -231,7 +270,9 @@ class Stage(LightningModule):
         Returns:
             images (B, 3, image_size, image_size) in [-1, 1].
         """
+        self.compile_network()
         b = len(batch)
+        dtype = self.network_dtype
         # 1. conditions, once: payload text, the null text, and the context tokens
         text, text_mask = self.encode_text(batch.texts)
         null_text, null_mask = self.encode_text([""] * b)
@@ -256,16 +297,17 @@ class Stage(LightningModule):
                     torch.cat([p[0] for p in parts]),
                     torch.cat([p[1] for p in parts]),
                     None if context is None else ContextTokens.cat([p[2] for p in parts]),
-                    *(torch.cat([x] * n) for x in inputs),
+                    *(torch.cat([x.to(dtype) if x.is_floating_point() else x] * n) for x in inputs),
                 )
-            v = self.denoise(torch.cat([x_t] * n), torch.cat([t] * n), *joined[names])
+            # the network runs in its own dtype; the sampler's state stays in x_t's
+            v = self.denoise(torch.cat([x_t.to(dtype)] * n), torch.cat([t] * n), *joined[names]).to(x_t.dtype)
             # A learned-variance UNet (DeepFloyd IF: out_channels = 2 × in_channels) also predicts a variance; the
             # fixed-variance schedule uses the first half only, as diffusers' IFPipeline does.
             return list(v[:, : x_t.shape[1]].chunk(n))
 
         # 3. the reverse process
         size = self.hparams.image_size
-        noise = torch.randn(b, IMAGE_CHANNELS, size, size, generator=generator).to(self.device)
+        noise = torch.randn(b, IMAGE_CHANNELS, size, size, generator=generator).to(self.network_device)
         return sample(model_fn, sampler.scheduler, noise, sampler.num_inference_steps, sampler.guidance, generator)
 
     # ---------------------------------------------------------------------------------------------- checkpoints
@@ -326,6 +368,29 @@ def keep_frozen_weights_out_of_the_average(checkpoint: dict[str, Any], module: t
     for name, parameter in module.named_parameters():
         if not parameter.requires_grad and name in averaged and name in live:
             averaged[name] = live[name]
+
+
+def compile_backbone(unet: nn.Module, device: torch.device) -> None:
+    """`torch.compile` of `unet` in place (`nn.Module.compile`: its state-dict keys stay the same, and the forward
+    hooks of its submodules, the context layers', are traced with it). Compilation itself happens on the first call.
+
+    Raises:
+        ValueError: in one line, where the default backend (inductor) cannot compile for `device`: dynamo unsupported
+            on this Python or platform, no triton for a CUDA device, no C++ compiler for the CPU.
+    """
+    import torch._dynamo
+    from torch.utils._triton import has_triton
+
+    if not torch._dynamo.is_dynamo_supported():
+        reason = "torch.compile is not supported on this Python/platform"
+    elif device.type == "cuda" and not has_triton():
+        reason = "torch.compile for CUDA needs triton, which is not installed"
+    elif device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        reason = "torch.compile on CPU needs a C++ compiler (g++ or clang++), none is on PATH"
+    else:
+        unet.compile()
+        return
+    raise ValueError(f"model.compile: {reason}; set model.compile false to train uncompiled")
 
 
 def check_text_width(unet_config: dict[str, Any], encoder: TextEncoder) -> None:

@@ -16,10 +16,17 @@ reaches the shared down stack through the context path too. `"no_grad"` runs the
 the down blocks then learn only from the denoising path, and the context pass keeps no activations for backward
 (less memory with many context images).
 
-The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns (kept only
-under gradient checkpointing, which re-runs the forward during backward). The payload's token mask reaches a pooled
-text embedding (`addition_embed_type="text"`, Imagen/IF) the same way, so the pooling reads real tokens only
-(`MaskedAttentionPooling`).
+The context reaches the hooks through `self._context`, set by `forward` and cleared when it returns. The payload's
+token mask reaches a pooled text embedding (`addition_embed_type="text"`, Imagen/IF) the same way, so the pooling
+reads real tokens only (`MaskedAttentionPooling`).
+
+Gradient checkpointing (`enable_gradient_checkpointing`): diffusers' own, over the denoising pass and the context
+pass alike (both run the same down blocks). The blocks are recomputed during backward, after both passes have
+returned, so a hook reading `self._context` then would see whichever pass ran last (the context pass reads no
+context; the denoising pass does). The checkpoint function (`_CheckpointWithContext`) therefore records the context
+and text mask each segment was first run with and puts them back while it is recomputed. A context layer inside a
+diffusers transformer block is recomputed with that block; one beside an attention diffusers does not checkpoint
+(IF's and the paper's `SimpleCrossAttn*` blocks) is checkpointed on its own by its hook.
 
 Positions (`context_positions`, off by default as in the paper): cross-attention is blind to where a token sits, so
 "the output at (i, j) follows the reference at (i, j)" — what control tasks ask — must be learned from the weak
@@ -38,6 +45,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
@@ -46,6 +54,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import AttentionPooling
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def grid_code(n: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -163,19 +172,49 @@ class _ContextHook:
     hook onto the copied model instead of leaving it pointed at the original.
     """
 
-    def __init__(self, owner: InstructUNet, key: str) -> None:
+    def __init__(self, owner: InstructUNet, key: str, recomputed_with_block: bool) -> None:
         self.owner, self.key = owner, key
+        # Whether diffusers' gradient checkpointing already recomputes the attention this hook sits on (inside a
+        # transformer block); otherwise the hook checkpoints the context layer itself.
+        self.recomputed_with_block = recomputed_with_block
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         context = self.owner._context
         if context is None or context.tokens.shape[1] == 0:  # no context at all in this batch: nothing to add
             return output
         layer = self.owner.context_layers[self.key]
+        if self.owner.gradient_checkpointing and not self.recomputed_with_block and torch.is_grad_enabled():
+            layer = partial(checkpoint, layer, use_reentrant=False)
         x = args[0]
         if x.ndim == 4:  # attention blocks that take feature maps (e.g. DeepFloyd IF): (B, C, H, W) → (B, HW, C)
             b, c, h, w = x.shape
             return output + layer(x.flatten(2).transpose(1, 2), context).transpose(1, 2).reshape(b, c, h, w)
         return output + layer(x, context)  # (B, N, C)
+
+
+class _CheckpointWithContext:
+    """diffusers' `gradient_checkpointing_func` for an `InstructUNet`'s backbone: `torch.utils.checkpoint`
+    (non-reentrant, as diffusers' default) that recomputes a segment with the context and text mask it first ran with.
+
+    A class, like `_ContextHook`, so that deep copies and pickles follow the copied owner.
+    """
+
+    def __init__(self, owner: InstructUNet) -> None:
+        self.owner = owner
+
+    def __call__(self, module: nn.Module, *args: object) -> object:
+        owner = self.owner
+        state = owner._context, owner._text_mask
+
+        def run(*inputs: object) -> object:
+            outer = owner._context, owner._text_mask
+            owner._context, owner._text_mask = state
+            try:
+                return module(*inputs)
+            finally:
+                owner._context, owner._text_mask = outer
+
+        return checkpoint(run, *args, use_reentrant=False)
 
 
 class MaskedAttentionPooling(AttentionPooling):
@@ -237,6 +276,7 @@ class InstructUNet(nn.Module):
         self.context_layers = nn.ModuleDict()
         self._context: ContextTokens | None = None
         self._text_mask: torch.Tensor | None = None
+        self.gradient_checkpointing = False
         if unet.config.addition_embed_type == "text":  # Imagen/IF's pooled text embedding: pool real tokens only
             unet.add_embedding.pool = MaskedAttentionPooling(unet.add_embedding.pool, self)
         for name, attention in self._context_stage_attentions():
@@ -249,7 +289,7 @@ class InstructUNet(nn.Module):
             )
             key = name.replace(".", "_")
             self.context_layers[key] = layer
-            attention.register_forward_hook(_ContextHook(self, key))
+            attention.register_forward_hook(_ContextHook(self, key, ".transformer_blocks." in f".{name}."))
         if len(self.context_layers) == 0:
             raise ValueError(
                 "the UNet has no text cross-attention at its lowest-resolution stage, so there is nowhere to read the "
@@ -274,6 +314,12 @@ class InstructUNet(nn.Module):
     @property
     def config(self):
         return self.unet.config
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward instead of keeping them: the backbone's blocks (diffusers), in the
+        denoising and the context pass, and the context layers (module docstring)."""
+        self.unet.enable_gradient_checkpointing(_CheckpointWithContext(self))
+        self.gradient_checkpointing = True
 
     def encode_context(
         self,
@@ -375,7 +421,6 @@ class InstructUNet(nn.Module):
                 class_labels=class_labels,
             ).sample
         finally:
-            # Gradient checkpointing re-runs the forward during backward, so the context must outlive this call;
-            # otherwise clear it, so a later direct call of `self.unet` is the plain backbone.
-            if not self.unet.is_gradient_checkpointing:
-                self._context = self._text_mask = None
+            # Cleared, so a later direct call of `self.unet` is the plain backbone (a checkpointed segment recomputed
+            # in backward gets its own context back from `_CheckpointWithContext`).
+            self._context = self._text_mask = None

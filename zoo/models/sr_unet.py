@@ -89,6 +89,10 @@ class SuperResUNet(nn.Module):
     def config(self):
         return self.unet.config
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward: diffusers' checkpointing, or `InstructUNet`'s with the context."""
+        self.net.enable_gradient_checkpointing()
+
     def encode_context(
         self, images: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, item_mask: torch.Tensor
     ) -> ContextTokens:

@@ -36,6 +36,12 @@ default (`markers="auto"`) each `[ref#N]` becomes one token of its own:
 - `plain`: the marker is ordinary text (brackets, letters and digits reach the UNet as words).
 A marker beyond the available tokens is a ValueError naming it.
 
+Precision. The encoder runs in its own dtype (`dtype`: float32 by default, bfloat16 to halve a T5-XXL), never under
+the trainer's autocast (fp16 T5 overflows to NaN: lucidrains/imagen-pytorch#129) unless `autocast=True` asks for it,
+and a module-wide cast (Lightning's `16-true`/`bf16-true` precision, `.half()`, a pipeline's `to(dtype)`) moves it
+between devices but leaves its dtype alone; `set_dtype` changes it on purpose. The stage casts the embeddings to its
+network's dtype.
+
 Padding positions of the output are zeroed: an embedding then depends only on its text, not on how much padding
 follows it (T5's attention mask already keeps pads out of the real tokens), which is what lets the text-embedding
 cache (`zoo.models.text_cache`) store real tokens only. `fingerprint` identifies everything that shapes the output.
@@ -48,6 +54,8 @@ import json
 import re
 import sys
 import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -66,6 +74,7 @@ BUILTIN_ENCODERS: dict[str, tuple[str, Literal["bytes", "words"]]] = {
     "builtin:small-t5-words": ("small", "words"),
 }
 MARKER = re.compile(r"\[ref#(\d+)\]")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 
 
@@ -79,6 +88,8 @@ class TextEncoder(nn.Module):
         markers: how `[ref#N]` is tokenised: `auto`, `sentinel`, `added_tokens` or `plain` (see the module docstring).
         max_markers: how many marker tokens `added_tokens` adds.
         truncation: what a text longer than `max_length` does: `warn` (once, then counted) or `error` (ValueError).
+        dtype: what the weights are kept and run in: `float32`, `bfloat16` or `float16` (module docstring).
+        autocast: run under the caller's autocast (e.g. the trainer's fp16) instead of in `dtype` alone.
     """
 
     def __init__(
@@ -89,6 +100,8 @@ class TextEncoder(nn.Module):
         markers: Literal["auto", "sentinel", "added_tokens", "plain"] = "auto",
         max_markers: int = 16,
         truncation: Literal["warn", "error"] = "warn",
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        autocast: bool = False,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer, ByT5Tokenizer, T5Config, T5EncoderModel
@@ -99,6 +112,8 @@ class TextEncoder(nn.Module):
             raise ValueError(f"text_encoder markers must be auto, sentinel, added_tokens or plain, got {markers!r}")
         if truncation not in ("warn", "error"):
             raise ValueError(f"text_encoder truncation must be 'warn' or 'error', got {truncation!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"text_encoder dtype must be one of {list(DTYPES)}, got {dtype!r}")
         self.name_or_path, self.max_length, self.seed, self.max_markers = name_or_path, max_length, seed, max_markers
         self.truncation = truncation
         # What rebuilds this encoder (saved as the module's `text_encoder` hyperparameter). A subclass with
@@ -110,6 +125,11 @@ class TextEncoder(nn.Module):
         # adapter's base fingerprint hashes it).
         if truncation != "warn":
             self.init_args["truncation"] = truncation
+        if dtype != "float32":
+            self.init_args["dtype"] = dtype
+        if autocast:
+            self.init_args["autocast"] = autocast
+        self.torch_dtype, self.autocast = DTYPES[dtype], autocast
         self.encoded = self.truncated = 0  # texts encoded and texts cut to max_length, for the truncation warning
         if name_or_path.startswith("builtin:"):
             if name_or_path not in BUILTIN_ENCODERS:
@@ -146,6 +166,7 @@ class TextEncoder(nn.Module):
         self.markers = self._resolve_markers(markers)
         if self.markers == "added_tokens":
             self._add_marker_tokens()
+        self.model.to(self.torch_dtype)
         self.model.requires_grad_(False)
         self.model.eval()
         self._fingerprint: str | None = None
@@ -258,6 +279,35 @@ class TextEncoder(nn.Module):
         # Frozen (paper Fig 3): dropout stays off even while the rest of the model trains.
         return super().train(False)
 
+    # ----------------------------------------------------------------------------------------------- precision
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the encoder runs in and its embeddings come out in."""
+        return self.torch_dtype
+
+    def set_dtype(self, dtype: torch.dtype) -> TextEncoder:
+        """Casts the encoder to `dtype` on purpose (a module-wide cast leaves it alone); the fingerprint follows."""
+        names = {v: k for k, v in DTYPES.items()}
+        if dtype not in names:
+            raise ValueError(f"text encoder dtype must be one of {list(DTYPES)}, got {dtype}")
+        self.torch_dtype = dtype
+        self.model.to(dtype)
+        self._fingerprint = None
+        if dtype == torch.float32:
+            self.init_args.pop("dtype", None)
+        else:
+            self.init_args["dtype"] = names[dtype]
+        return self
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> TextEncoder:
+        # Moves pass, casts do not: a floating tensor that `fn` would give another dtype is only moved to the device
+        # `fn` chose, so its values are never rounded through the other dtype.
+        def move_only(t: torch.Tensor) -> torch.Tensor:
+            applied = fn(t)
+            return t.to(applied.device) if t.is_floating_point() and applied.dtype != t.dtype else applied
+
+        return super()._apply(move_only, recurse)
+
     # -------------------------------------------------------------------------------------------------- length
     def token_counts(self, texts: list[str]) -> list[int]:
         """How many tokens each text takes before truncation (markers as `prepare` writes them, `</s>` included)."""
@@ -297,7 +347,8 @@ class TextEncoder(nn.Module):
         """Encodes texts (a text longer than `max_length` is cut, and warns or raises: see `truncation`).
 
         Returns:
-            embeddings (B, L, D), zero at padding, and mask (B, L) bool, True for real tokens. L = max_length.
+            embeddings (B, L, D) in `compute_dtype`, zero at padding, and mask (B, L) bool, True for real tokens.
+            L = max_length.
         """
         prepared = [self.prepare(text) for text in texts]
         self._check_length(texts, prepared)
@@ -310,7 +361,8 @@ class TextEncoder(nn.Module):
             return_tensors="pt",
         ).to(device)
         mask = tokens.attention_mask.bool()
-        hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+        with nullcontext() if self.autocast else torch.autocast(device.type, enabled=False):
+            hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         return hidden * mask[..., None].to(hidden.dtype), mask
 
 

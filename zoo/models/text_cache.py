@@ -6,6 +6,12 @@ padding rows are zero by construction (`TextEncoder` zeroes them), so the full (
 Shards are memory-mapped safetensors (never pickles), opened lazily, and only ever added: a build writes new shards
 for the texts not there yet.
 
+Precision (kohya-ss/sd-scripts#1413: cached embeddings reused under another precision). Each shard records the dtype
+its embeddings were made in (`dtype` in its metadata, the encoder's `compute_dtype`; `dtypes` reads it back), rows
+come out cast to the reading encoder's dtype, so cached and freshly encoded rows of one batch agree, and the stage
+casts them to its network's dtype (a `bf16-true` run or a bf16 pipeline). An encoder kept in another dtype has other
+weights, hence another fingerprint: it never reads this encoder's rows.
+
 The fingerprint (`TextEncoder.fingerprint`) hashes the encoder's class, config, weights, tokenizer, max_length and
 marker mode, so a different encoder reads a different folder and can never get stale hits. Build it with
 `python -m zoo cache-text --config recipe.yaml` (texts from the recipe's tasks; `model.text_cache` names the root),
@@ -46,6 +52,7 @@ class TextEmbeddingCache:
         self.max_length, self.dim = encoder.max_length, encoder.dim
         self.folder = self.root / self.fingerprint
         self._index: dict[str, Path] = {}
+        self.dtypes: dict[Path, str] = {}  # each shard's recorded dtype ("float32" for shards written before it was)
         self._handles: dict[Path, object] = {}
         self.hits = self.misses = 0
         for shard in sorted(self.folder.glob("shard-*.safetensors")):
@@ -59,6 +66,7 @@ class TextEmbeddingCache:
                     f"text cache shard {shard} belongs to encoder {metadata.get('fingerprint')!r}, "
                     f"not to {self.fingerprint!r}"
                 )
+            self.dtypes[shard] = metadata.get("dtype", "float32")
             for name in f.keys():
                 if name.endswith(".emb"):
                     self._index[name[: -len(".emb")]] = shard
@@ -87,7 +95,8 @@ class TextEmbeddingCache:
         """Like `encoder(texts)`, reading cached texts from disk and running the encoder on the rest only.
 
         Returns:
-            embeddings (B, L, D) and mask (B, L) bool, on the encoder's device.
+            embeddings (B, L, D) in the encoder's `compute_dtype` (cached rows are cast) and mask (B, L) bool, on the
+            encoder's device.
         """
         keys = [text_key(text) for text in texts]
         missing = [i for i, key in enumerate(keys) if key not in self._index]
@@ -101,7 +110,7 @@ class TextEmbeddingCache:
             computed, computed_mask = encoder([texts[i] for i in missing])
             for row, i in enumerate(missing):
                 found[i] = (computed[row].cpu(), computed_mask[row].cpu())
-        embeddings = torch.stack([e for e, _ in found]).to(device)
+        embeddings = torch.stack([e.to(encoder.compute_dtype) for e, _ in found]).to(device)
         masks = torch.stack([m for _, m in found]).to(device)
         return embeddings, masks
 
@@ -128,7 +137,13 @@ class TextEmbeddingCache:
             # Written under a temporary name and renamed: an interrupted build never leaves a half shard behind.
             partial = shard.with_suffix(".partial")
             save_file(
-                tensors, str(partial), metadata={"fingerprint": self.fingerprint, "max_length": str(self.max_length)}
+                tensors,
+                str(partial),
+                metadata={
+                    "fingerprint": self.fingerprint,
+                    "max_length": str(self.max_length),
+                    "dtype": str(encoder.compute_dtype).removeprefix("torch."),
+                },
             )
             partial.rename(shard)
             self._index_shard(shard)
