@@ -34,8 +34,28 @@ def assert_same_training_signal(build, batch: InstructionBatch, **options) -> No
         torch.testing.assert_close(grads_ckpt[name], grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(task_batch: InstructionBatch) -> None:
-    assert_same_training_signal(build_tiny_model, task_batch)
+def paper_shaped_unet() -> dict:
+    """`paper_base128`'s layout (IF-style `SimpleCrossAttn` blocks, where diffusers checkpoints no attention, and a
+    pooled text embedding), tiny."""
+    from zoo.models.presets import paper_base128
+
+    config = paper_base128()
+    config.update(
+        sample_size=16,
+        block_out_channels=(8, 8, 16, 32),
+        layers_per_block=(0, 1, 1, 1),
+        cross_attention_dim=32,
+        encoder_hid_dim=32,
+        norm_num_groups=4,
+        attention_head_dim=8,
+        addition_embed_type_num_heads=4,
+    )
+    return config
+
+
+@pytest.mark.parametrize("unet", ["tiny", "paper-shaped"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(task_batch: InstructionBatch, unet: str) -> None:
+    assert_same_training_signal(build_tiny_model, task_batch, unet=paper_shaped_unet() if unet != "tiny" else unet)
 
 
 def test_gradient_checkpointing_with_lora(task_batch: InstructionBatch) -> None:
@@ -232,3 +252,15 @@ def test_generate_offload_flag_gives_the_same_png(cascade, tmp_path, monkeypatch
     assert main([*common, "--out", str(tmp_path / "offload"), "--offload"]) == 0
     png = "sample_0000.png"
     assert (tmp_path / "plain" / png).read_bytes() == (tmp_path / "offload" / png).read_bytes()
+
+
+@pytest.mark.slow  # two training processes: ~1 minute on the 2-core CPU
+def test_gradient_checkpointing_under_ddp_from_the_recipe(tmp_path) -> None:
+    from cli_helpers import run_zoo, tiny_recipe, write_recipe
+
+    recipe = tiny_recipe(tmp_path / "run", gradient_checkpointing=True)
+    recipe["trainer"].update(max_steps=2, devices=2, strategy="ddp")
+    result = run_zoo("fit", "--config", str(write_recipe(tmp_path / "ddp.yaml", recipe)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["gradient_checkpointing"] is True
