@@ -92,6 +92,13 @@ def text_to_image(n: int = 32, image_size: int = 32, seed: int = 0) -> Suite:
     return _suite("text_to_image", _specs(n, image_size, seed)[:1], n)
 
 
+def context_probe(n: int = 16, image_size: int = 32, seed: int = 0) -> Suite:
+    """The built-in suite's mask-to-image and subject-driven rows alone (`--suite tasks.suites:context_probe`): for
+    the context probe of docs/learning.md (experiments/context_probe.yaml), which trains those two tasks only."""
+    keep = ("mask_to_image", "subject_driven")
+    return _suite("context_probe", [spec for spec in _specs(n, image_size, seed) if spec[0] in keep], n)
+
+
 def _specs(n: int, image_size: int, seed: int) -> list[tuple[str, str, Task, dict]]:
     """(set name, split, task, EvalSet fields) of every set, in the order they draw their targets."""
     pool = TRIES_PER_EXAMPLE * n
