@@ -1,5 +1,6 @@
-"""Tests of the network and the diffusion math: zero-init, shared context encoding, the new layers' placement,
-configuration errors, generation, condition dropout, the forward process and the sampler."""
+"""Tests of the network (`InstructUNet` in its stage): zero-init, training reads context, shared context encoding, the
+new layers' placement, configuration errors, generation, context tokens. The diffusion math is in test_objective.py
+(condition dropout, the forward process) and test_sampling.py (the guided loop and the named samplers)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import copy
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from zoo.diffusion.objective import condition_dropout
-from zoo.diffusion.sampler import Guidance, guided_prediction, sample
-from zoo.diffusion.schedule import make_scheduler, q_sample, velocity
+from zoo.diffusion.sampler import Guidance
 from zoo.instruction import ContextItem, Instruction, collate_instructions
 from zoo.models.instruct_unet import ContextTokens, InstructUNet
 from zoo.models.presets import PRESETS, resolve_unet_config
@@ -410,127 +409,7 @@ def test_generate_text_only(tiny_model, task_instructions) -> None:
     assert torch.isfinite(images).all()
 
 
-# ------------------------------------------------------------------------------------------ (g) condition dropout
-def test_condition_dropout_situations_are_disjoint_at_their_rates() -> None:
-    g = torch.Generator().manual_seed(0)
-    drop_all, drop_ctx = condition_dropout(20_000, 0.1, 0.1, generator=g)
-    assert drop_all.dtype == torch.bool and drop_all.shape == drop_ctx.shape == (20_000,)
-    assert not (drop_all & drop_ctx).any()
-    assert abs(drop_all.float().mean().item() - 0.1) < 0.01
-    assert abs(drop_ctx.float().mean().item() - 0.1) < 0.01
-    assert abs((drop_all | drop_ctx).float().mean().item() - 0.2) < 0.015
-
-
-def test_condition_dropout_extremes() -> None:
-    drop_all, drop_ctx = condition_dropout(1000, 0.0, 0.0)
-    assert not drop_all.any() and not drop_ctx.any()
-    drop_all, drop_ctx = condition_dropout(1000, 0.0, 1.0)
-    assert not drop_all.any() and drop_ctx.all()
-    drop_all, drop_ctx = condition_dropout(1000, 1.0, 0.0)
-    assert drop_all.all() and not drop_ctx.any()
-
-
-@pytest.mark.parametrize("p_all, p_ctx", [(-0.1, 0.1), (0.1, -0.1), (0.6, 0.5), (1.5, 0.0)])
-def test_condition_dropout_rejects_invalid_probabilities(p_all: float, p_ctx: float) -> None:
-    with pytest.raises(ValueError, match="drop"):
-        condition_dropout(4, p_all, p_ctx)
-    with pytest.raises(ValueError, match="drop"):
-        build_tiny_model(drop_text_and_context=p_all, drop_context=p_ctx)
-
-
-# --------------------------------------------------------------------------------------- (h) the forward process
-def test_q_sample_and_velocity_match_diffusers() -> None:
-    scheduler = make_scheduler()
-    assert scheduler.config.prediction_type == "v_prediction"
-    assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(6, 3, 8, 8, generator=g) * 2 - 1
-    eps = torch.randn(6, 3, 8, 8, generator=g)
-    t = torch.tensor([0, 1, 250, 500, 998, 999])
-    tol = dict(atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(q_sample(scheduler, x0, t, eps), scheduler.add_noise(x0, eps, t), **tol)
-    torch.testing.assert_close(velocity(scheduler, x0, t, eps), scheduler.get_velocity(x0, eps, t), **tol)
-
-
-def test_velocity_and_q_sample_recover_x0_and_eps() -> None:
-    scheduler = make_scheduler(num_train_timesteps=100)
-    g = torch.Generator().manual_seed(1)
-    x0, eps = torch.randn(4, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
-    t = torch.tensor([0, 10, 50, 99])
-    x_t, v = q_sample(scheduler, x0, t, eps), velocity(scheduler, x0, t, eps)
-    alpha_bar = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
-    torch.testing.assert_close(alpha * x_t - sigma * v, x0, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(sigma * x_t + alpha * v, eps, atol=1e-4, rtol=1e-4)
-
-
-# ---------------------------------------------------------------------------------------------------- (i) sampler
-def manual_loop(scheduler, noise, steps, predict, seed):
-    generator = torch.Generator().manual_seed(seed)
-    scheduler.set_timesteps(steps)
-    x = noise * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        v = predict(scheduler.scale_model_input(x, t), t.expand(x.shape[0]))
-        x = scheduler.step(v, t, x, generator=generator).prev_sample
-    return x.clamp(-1, 1)
-
-
-@pytest.mark.parametrize("thresholding", [False, True])
-def test_sampler_loop_matches_manual_ddpm_steps(thresholding: bool) -> None:
-    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    fn = toy_model_fn()
-    generator = torch.Generator().manual_seed(5)
-    got = sample(fn, make_scheduler(thresholding=thresholding), noise, 6, Guidance(scale=1.0), generator)
-    expected = manual_loop(make_scheduler(thresholding=thresholding), noise, 6, lambda x, t: fn(x, t, ("full",))[0], 5)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-
-
-def test_sampler_loop_matches_a_plain_ddpm_scheduler() -> None:
-    config = dict(num_train_timesteps=100, prediction_type="v_prediction", beta_schedule="linear")
-    noise = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-    fn = toy_model_fn()
-    got = sample(fn, DDPMScheduler(**config), noise, 10, Guidance(scale=1.0), torch.Generator().manual_seed(1))
-    expected = manual_loop(DDPMScheduler(**config), noise, 10, lambda x, t: fn(x, t, ("full",))[0], 1)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-
-
-def test_scale_one_is_the_conditional_only_path() -> None:
-    calls: list[tuple[str, ...]] = []
-    fn = toy_model_fn(calls)
-    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    got = sample(fn, make_scheduler(), noise, 4, Guidance(scale=1.0), torch.Generator().manual_seed(0))
-    assert calls == [("full",)] * 4  # never asks for the unconditional branches
-    expected = manual_loop(make_scheduler(), noise, 4, lambda x, t: fn(x, t, ("full",))[0], 0)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-
-
-def test_guided_prediction_formulas() -> None:
-    x, t = torch.randn(2, 3, 4, 4), torch.tensor([500, 500])
-    fn = toy_model_fn()
-    v_full, v_text, v_null = fn(x, t, ("full", "text", "null"))
-    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0)), v_null + 4.0 * (v_full - v_null))
-    torch.testing.assert_close(
-        guided_prediction(fn, x, t, Guidance(scale=2.0, context_scale=3.0)),
-        v_null + 2.0 * (v_text - v_null) + 3.0 * (v_full - v_text),
-    )
-    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0), guided=False), v_full)
-
-
-def test_oscillating_guidance_alternates_starting_guided() -> None:
-    calls: list[tuple[str, ...]] = []
-    sample(toy_model_fn(calls), make_scheduler(), torch.randn(1, 3, 4, 4), 5, Guidance(scale=25.0, oscillate=True))
-    assert calls == [("full", "null"), ("full",), ("full", "null"), ("full",), ("full", "null")]
-
-
-def test_sampler_and_guidance_reject_bad_settings() -> None:
-    with pytest.raises(ValueError, match="num_inference_steps"):
-        sample(toy_model_fn(), make_scheduler(), torch.randn(1, 3, 4, 4), 0)
-    with pytest.raises(ValueError, match="scale"):
-        Guidance(scale=-1.0)
-    with pytest.raises(ValueError, match="scale"):
-        Guidance(scale=1.0, context_scale=-2.0)
-
-
+# ---------------------------------------------------------------------------------------- (g) context tokens
 def test_context_tokens_cat_pads_token_counts() -> None:
     a = ContextTokens(torch.ones(1, 2, 4), torch.ones(1, 2, dtype=torch.bool))
     b = ContextTokens(torch.ones(2, 5, 4), torch.ones(2, 5, dtype=torch.bool))

@@ -1,6 +1,7 @@
 """Tests of the named samplers: each is the diffusers scheduler it names, our loop equals a hand-written loop of
 `scheduler.step` (toy function exactly, the tiny model's guided generation to float tolerance), the paper's
-setting, oscillation, and separate text/context scales."""
+setting, oscillation, and separate text/context scales; the guided loop's own formulas and settings on a toy
+function."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers, toy_model_fn
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from zoo.diffusion.sampler import Guidance, sample
+from zoo.diffusion.sampler import Guidance, guided_prediction, sample
 from zoo.diffusion.samplers import SAMPLERS, make_sampler
 from zoo.diffusion.schedule import make_scheduler
 
@@ -152,3 +153,62 @@ def test_generate_equals_a_manual_loop_over_the_tiny_model(context_reading_model
         task_instructions, 4, other, seed=11, scheduler=make_sampler(name, tiny_model.scheduler).scheduler
     )
     assert (wrong - got).abs().max() > 1e-2
+
+
+# -------------------------------------------------------------------------------- the guided loop on a toy function
+@pytest.mark.parametrize("thresholding", [False, True])
+def test_sampler_loop_matches_manual_ddpm_steps(thresholding: bool) -> None:
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    fn = toy_model_fn()
+    generator = torch.Generator().manual_seed(5)
+    got = sample(fn, make_scheduler(thresholding=thresholding), noise, 6, Guidance(scale=1.0), generator)
+    expected = manual_loop(
+        make_scheduler(thresholding=thresholding), noise, 6, lambda x, t, i: fn(x, t, ("full",))[0], 5
+    )
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_sampler_loop_matches_a_plain_ddpm_scheduler() -> None:
+    config = dict(num_train_timesteps=100, prediction_type="v_prediction", beta_schedule="linear")
+    noise = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    fn = toy_model_fn()
+    got = sample(fn, DDPMScheduler(**config), noise, 10, Guidance(scale=1.0), torch.Generator().manual_seed(1))
+    expected = manual_loop(DDPMScheduler(**config), noise, 10, lambda x, t, i: fn(x, t, ("full",))[0], 1)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_scale_one_is_the_conditional_only_path() -> None:
+    calls: list[tuple[str, ...]] = []
+    fn = toy_model_fn(calls)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = sample(fn, make_scheduler(), noise, 4, Guidance(scale=1.0), torch.Generator().manual_seed(0))
+    assert calls == [("full",)] * 4  # never asks for the unconditional branches
+    expected = manual_loop(make_scheduler(), noise, 4, lambda x, t, i: fn(x, t, ("full",))[0], 0)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_guided_prediction_formulas() -> None:
+    x, t = torch.randn(2, 3, 4, 4), torch.tensor([500, 500])
+    fn = toy_model_fn()
+    v_full, v_text, v_null = fn(x, t, ("full", "text", "null"))
+    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0)), v_null + 4.0 * (v_full - v_null))
+    torch.testing.assert_close(
+        guided_prediction(fn, x, t, Guidance(scale=2.0, context_scale=3.0)),
+        v_null + 2.0 * (v_text - v_null) + 3.0 * (v_full - v_text),
+    )
+    torch.testing.assert_close(guided_prediction(fn, x, t, Guidance(scale=4.0), guided=False), v_full)
+
+
+def test_oscillating_guidance_alternates_starting_guided() -> None:
+    calls: list[tuple[str, ...]] = []
+    sample(toy_model_fn(calls), make_scheduler(), torch.randn(1, 3, 4, 4), 5, Guidance(scale=25.0, oscillate=True))
+    assert calls == [("full", "null"), ("full",), ("full", "null"), ("full",), ("full", "null")]
+
+
+def test_sampler_and_guidance_reject_bad_settings() -> None:
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sample(toy_model_fn(), make_scheduler(), torch.randn(1, 3, 4, 4), 0)
+    with pytest.raises(ValueError, match="scale"):
+        Guidance(scale=-1.0)
+    with pytest.raises(ValueError, match="scale"):
+        Guidance(scale=1.0, context_scale=-2.0)
