@@ -80,12 +80,13 @@ def recipe(tmp_path: Path) -> Path:
             "data (zoo.lit.data.InstructionDataModule): data.max_consecutive_bad must be at least 1, got 0",
         ),
         (["--data.ratios", "[1, 2, 3]"], "data.ratios has 3 entries but data.tasks has 2"),
+        (["--model.learning_rate", "-1"], "model (zoo.lit.module.InstructImagen): model.learning_rate must be > 0"),
         (
             ["--trainer.strategy", "no_such_strategy"],
             "trainer (lightning.pytorch.trainer.trainer.Trainer): You selected an invalid strategy name",
         ),
     ],
-    ids=["unet", "task-init-arg", "typed-init", "ratio-length", "trainer"],
+    ids=["unet", "task-init-arg", "typed-init", "ratio-length", "learning-rate", "trainer"],
 )
 def test_a_component_that_refuses_a_value_is_one_line_naming_the_field(
     recipe: Path, override: list[str], expected: str, capsys: pytest.CaptureFixture[str]

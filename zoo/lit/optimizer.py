@@ -40,6 +40,12 @@ class OptimizerSpec:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.name!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"model.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"model.warmup_steps must be ≥ 0, got {self.warmup_steps}")
+        if self.weight_decay < 0:
+            raise ValueError(f"model.weight_decay must be ≥ 0, got {self.weight_decay}")
         if self.adafactor_beta2_cap is not None and not 0.0 < self.adafactor_beta2_cap < 1.0:
             raise ValueError(f"adafactor_beta2_cap must be in (0, 1), got {self.adafactor_beta2_cap}")
 
