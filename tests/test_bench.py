@@ -57,7 +57,14 @@ def test_every_benchmark_is_listed() -> None:  # (helpers shared by the scripts 
     assert sorted(p.name for p in (REPO_ROOT / "bench").glob("[!_]*.py")) == sorted(SMALLEST)
 
 
-@pytest.mark.parametrize("script", sorted(SMALLEST))
+# The two longest smoke runs (a training loop with evaluations; LoRA and full fine-tuning side by side) run with
+# `pytest -m slow`, to keep the default suite under ten minutes on two cores.
+SLOW = {"time_to_quality.py", "lora_vs_full.py"}
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in sorted(SMALLEST)]
+)
 def test_benchmark_runs_to_its_headline(script: str, tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(

@@ -120,6 +120,7 @@ def test_every_eval_set_draws_its_own_targets(suite) -> None:
     assert not {pixels(i.target) for i in first} & {pixels(i.target) for i in again}
 
 
+@pytest.mark.slow  # ~70 s: scores every set's targets and all chance baselines (`pytest -m slow`)
 def test_targets_score_one_and_every_chance_baseline_stays_below_a_tenth(suite) -> None:
     for eval_set in suite.sets:
         instructions = list(eval_set.instructions)
