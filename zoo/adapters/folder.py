@@ -211,6 +211,18 @@ def check_base(manifest: dict[str, Any], stage: str, model, folder: str | Path) 
         )
 
 
+def open_stage(spec: str | Path, model) -> tuple[Path, LoraConfig, dict[str, torch.Tensor]]:
+    """The adapter folder `spec` (a path or Hub repo id), checked against `model`: it adapts the model's stage and was
+    made on its base. Returns the folder, the stage's peft config and its weights."""
+    stage = stage_name(model)
+    folder = resolve(spec)
+    manifest = read_manifest(folder)
+    if stage not in manifest["stages"]:
+        raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not this model's stage {stage!r}")
+    check_base(manifest, stage, model, folder)
+    return (folder, *read_stage(folder, stage))
+
+
 def load_adapters(model, adapters: Sequence[tuple[str | Path, float]]) -> list[str]:
     """Loads adapter folders into a stage and activates them together, each scaled by its weight.
 
@@ -219,13 +231,8 @@ def load_adapters(model, adapters: Sequence[tuple[str | Path, float]]) -> list[s
     """
     stage = stage_name(model)
     names = []
-    for index, (spec, weight) in enumerate(adapters):
-        folder = resolve(spec)
-        manifest = read_manifest(folder)
-        if stage not in manifest["stages"]:
-            raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not this model's stage {stage!r}")
-        check_base(manifest, stage, model, folder)
-        config, state = read_stage(folder, stage)
+    for index, (spec, _) in enumerate(adapters):
+        folder, config, state = open_stage(spec, model)
         name = f"adapter{index}"
         load_into(model.lora_root(), config, state, name, str(Path(folder) / stage))
         names.append(name)

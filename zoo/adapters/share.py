@@ -24,8 +24,8 @@ from zoo.adapters.folder import (
     FORMAT,
     MANIFEST,
     PEFT_PREFIX,
-    check_base,
     load_into,
+    open_stage,
     read_manifest,
     read_stage,
     resolve,
@@ -281,12 +281,7 @@ def merge(folder: str | Path, base: str | Path, out: str | Path, weight: float =
     """
     model, _ = load_stage(STAGES, base, with_lora=False)
     stage = stage_name(model)
-    folder = resolve(folder)
-    manifest = read_manifest(folder)
-    if stage not in manifest["stages"]:
-        raise ValueError(f"{folder}: adapts stages {sorted(manifest['stages'])}, not {stage!r}")
-    check_base(manifest, stage, model, folder)
-    config, state = read_stage(folder, stage)
+    folder, config, state = open_stage(folder, model)
     root = model.lora_root()
     peft_model = PeftModel(root, config, adapter_name="merge")
     load_into(peft_model, config, state, "merge", str(Path(folder) / stage), inject=False)
