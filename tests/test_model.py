@@ -109,6 +109,29 @@ def test_context_positions_tell_the_layers_where_each_token_sits(make_tiny_model
             assert ((a - b).abs().max() > 1e-4) == changes
 
 
+def test_context_norm_and_pooled_context_start_as_no_ops_and_then_read_the_context(
+    make_tiny_model, task_instructions
+) -> None:
+    """`context_norm` and `context_pooled` (docs/learning.md): the model is the backbone at zero init; once the pooled
+    path's projection has weights, the context changes the prediction of the rows that have one, and only those."""
+    from zoo.models.instruct_unet import POOLED
+
+    model = make_tiny_model(context_norm=True, context_pooled=True)
+    assert {"context_layers.pooled.proj.weight", "context_layers.pooled.norm.weight"} <= set(
+        k.removeprefix("model.") for k in model.state_dict()
+    )
+    batch = collate_instructions(task_instructions)  # row 0 has no context
+    with torch.no_grad():
+        x, t, text, text_mask, context = denoiser_inputs(model, batch)
+        torch.testing.assert_close(
+            model.model(x, t, text, text_mask, context), model.model(x, t, text, text_mask), atol=1e-6, rtol=0
+        )
+        torch.nn.init.normal_(model.model.context_layers[POOLED].proj.weight, std=0.5)
+        with_context, without = model.model(x, t, text, text_mask, context), model.model(x, t, text, text_mask)
+    torch.testing.assert_close(with_context[0], without[0], atol=1e-6, rtol=0)
+    assert (with_context[1:] - without[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
 # Regression test: a batch in which no sample has context (all text-to-image, or every context dropped) gives
 # ContextTokens with zero tokens; the context layers must then add nothing instead of failing to reshape.
 @torch.no_grad()

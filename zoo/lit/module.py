@@ -53,6 +53,8 @@ class InstructImagen(Stage):
             through the context pass as well as through the denoising pass.
         context_positions: the context layers see each token's grid position (a fixed sine-cosine code; not in the
             paper; `zoo.models.instruct_unet`). Adds no weights.
+        context_norm: layer-normalise the context tokens in each context layer (not in the paper).
+        context_pooled: add the pooled context to the timestep embedding too (not in the paper).
         text_cache: root of a text-embedding cache (`python -m zoo cache-text`); cached texts skip the encoder.
         init_from: weights (only) that start this run: a Lightning checkpoint, a diffusers UNet or pipeline folder
             (e.g. DeepFloyd `IF-I-XL-v1.0/unet`, safetensors only) or a `.safetensors` file. The new context layers
@@ -87,6 +89,8 @@ class InstructImagen(Stage):
         guidance_scale: float = 3.0,
         context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
         context_positions: bool = False,
+        context_norm: bool = False,
+        context_pooled: bool = False,
         text_cache: str | None = None,
         init_from: str | None = None,
         lora: LoraSpec | None = None,
@@ -101,7 +105,13 @@ class InstructImagen(Stage):
             rank_zero_info(f"unet {unet!r}: built from {init_from}'s config.json (the preset's widths are fitted)")
         super().__init__(
             unet_config=config,
-            network=partial(InstructUNet, context_grad=context_grad, context_positions=context_positions),
+            network=partial(
+                InstructUNet,
+                context_grad=context_grad,
+                context_positions=context_positions,
+                context_norm=context_norm,
+                context_pooled=context_pooled,
+            ),
             text_encoder=text_encoder,
             text_max_length=text_max_length,
             text_cache=text_cache,

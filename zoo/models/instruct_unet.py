@@ -35,6 +35,19 @@ token's normalised grid position is added to the queries' and the context keys' 
 code for the same place at any resolution, so attending to the same place is a simple function to learn. No
 parameters are added (checkpoints are unchanged), and the zero-initialised output keeps the layer a no-op at start.
 
+Normalised tokens (`context_norm`, off by default as in the paper): the context tokens are the down stack's raw
+features (std ~7.5, norms up to ~240 on the shipped base), unlike the layer-normed text tokens the text
+cross-attention reads; a few updates of the key/query projections then make the softmax one-hot, and its gradient
+vanishes (docs/learning.md, lever 7). With it on, each context layer layer-normalises the tokens before its keys
+and values (new weights, starting as the identity), which also puts the grid code of `context_positions` on the
+tokens' scale instead of drowning it.
+
+Pooled context (`context_pooled`, off by default as in the paper): `ContextPooling` adds a projection of the pooled
+context tokens to the timestep embedding, the way Imagen adds the pooled text, so the context also reaches every
+ResNet block of every resolution. Measured with a copy task ("Render [ref#1]", target = reference; docs/learning.md,
+lever 8), normalised tokens with positions and the pooled path each carry several times more of the reference
+than the paper's path alone, and together the most.
+
 Sampling cost: `generate` encodes the context once per call, and each context layer projects the (fixed) context
 tokens to keys and values once per call too (`ContextTokens.projected`, filled only when no gradient is recorded);
 every step then pays only the queries, the attention and the output projection.
@@ -55,6 +68,8 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import AttentionPooling
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+POOLED = "pooled"  # the key of `ContextPooling` among the context layers (`context_pooled`)
 
 
 def grid_code(n: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -103,14 +118,24 @@ class ContextCrossAttention(nn.Module):
         context_dim: channels of the context tokens (the down stack's last width).
         heads, dim_head: attention shape (copied from the text cross-attention it sits beside).
         positions: add the grid code (`grid_code`) to the queries' and the keys' inputs (module docstring).
+        normalize: layer-normalise the context tokens before their keys and values (module docstring).
     """
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int, positions: bool = False) -> None:
+    def __init__(
+        self,
+        query_dim: int,
+        context_dim: int,
+        heads: int,
+        dim_head: int,
+        positions: bool = False,
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
         inner = heads * dim_head
         self.heads = heads
         self.positions = positions
         self.norm = nn.LayerNorm(query_dim)
+        self.context_norm = nn.LayerNorm(context_dim) if normalize else None
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
         self.to_v = nn.Linear(context_dim, inner, bias=False)
@@ -142,6 +167,8 @@ class ContextCrossAttention(nn.Module):
         rows = None if has_context.all() else has_context.nonzero().squeeze(1)
         tokens, mask = (context.tokens, context.mask) if rows is None else (context.tokens[rows], context.mask[rows])
         r, length, width = tokens.shape
+        if self.context_norm is not None:
+            tokens = self.context_norm(tokens)
         keyed = tokens
         if self.positions and length > 0:  # each item's cells get their grid code: (L, C_ctx), repeated per item
             code = grid_code(context.cells, width, tokens.device, tokens.dtype).repeat(length // context.cells, 1)
@@ -163,6 +190,49 @@ class ContextCrossAttention(nn.Module):
         attn_mask = None if mask.all() else mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (R, h, N, d)
         return self.to_out(out.transpose(1, 2).reshape(r, n, -1))  # (R, N, C)
+
+
+class ContextPooling(nn.Module):
+    """A global read of the context: pooled tokens added to the timestep embedding (`context_pooled`; not in the
+    paper). The pooled text embedding (Imagen/IF) is the path that learned backgrounds fastest (docs/learning.md,
+    lever 4); this gives the context the same path into every ResNet block.
+
+    Tokens are layer-normalised (the down stack's raw features have std ~7.5), then their masked mean and masked
+    max (the max keeps a small object's features that a mean over a background would wash out) are projected to
+    the timestep embedding's width by a zero-initialised linear layer, so the model starts as the backbone.
+    """
+
+    def __init__(self, context_dim: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(context_dim)
+        self.proj = nn.Linear(2 * context_dim, embedding_dim)
+        nn.init.zeros_(self.proj.weight)  # zero-init on purpose: a no-op until it learns (see the class docstring)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, context: ContextTokens) -> torch.Tensor:
+        """(B, N, C) tokens with mask (B, N) → (B, embedding_dim); zero for rows without context."""
+        tokens = self.norm(context.tokens)
+        real = context.mask[..., None]  # (B, N, 1)
+        count = real.sum(1).clamp(min=1)  # (B, 1)
+        mean = (tokens * real).sum(1) / count  # (B, C)
+        top = tokens.masked_fill(~real, float("-inf")).amax(1) if tokens.shape[1] else mean  # (B, C)
+        has_context = context.mask.any(1, keepdim=True)  # (B, 1)
+        pooled = torch.cat([mean, top.where(has_context, torch.zeros_like(top))], dim=1)  # (B, 2C)
+        return self.proj(pooled) * has_context
+
+
+class _PooledContextHook:
+    """Forward hook on the backbone's `time_embedding`: adds the pooled context (`ContextPooling`) to it. A class for
+    the same reason as `_ContextHook`."""
+
+    def __init__(self, owner: InstructUNet) -> None:
+        self.owner = owner
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        context = self.owner._context
+        if context is None or context.tokens.shape[1] == 0:
+            return output
+        return output + self.owner.context_layers[POOLED](context).to(output.dtype)
 
 
 class _ContextHook:
@@ -259,6 +329,9 @@ class InstructUNet(nn.Module):
         unet: the backbone (taken as is, never rebuilt or copied).
         context_grad: `end_to_end` (the paper) or `no_grad` (no gradient through the context pass).
         context_positions: give the context layers each token's grid position (module docstring; not in the paper).
+        context_norm: layer-normalise the context tokens before each context layer's keys and values (not in the
+            paper; the down stack's raw features saturate the attention, docs/learning.md lever 7).
+        context_pooled: also add the pooled context to the timestep embedding (`ContextPooling`; not in the paper).
     """
 
     def __init__(
@@ -266,6 +339,8 @@ class InstructUNet(nn.Module):
         unet: UNet2DConditionModel,
         context_grad: Literal["end_to_end", "no_grad"] = "end_to_end",
         context_positions: bool = False,
+        context_norm: bool = False,
+        context_pooled: bool = False,
     ) -> None:
         super().__init__()
         if context_grad not in ("end_to_end", "no_grad"):
@@ -286,11 +361,15 @@ class InstructUNet(nn.Module):
                 attention.heads,
                 attention.inner_dim // attention.heads,
                 positions=context_positions,
+                normalize=context_norm,
             )
             key = name.replace(".", "_")
             self.context_layers[key] = layer
             attention.register_forward_hook(_ContextHook(self, key, ".transformer_blocks." in f".{name}."))
-        if len(self.context_layers) == 0:
+        if context_pooled:  # kept with the context layers, so `init_from`, export and LoRA treat it as one of them
+            self.context_layers[POOLED] = ContextPooling(self.context_dim, unet.time_embedding.linear_2.out_features)
+            unet.time_embedding.register_forward_hook(_PooledContextHook(self))
+        if not any(key != POOLED for key in self.context_layers):
             raise ValueError(
                 "the UNet has no text cross-attention at its lowest-resolution stage, so there is nowhere to read the "
                 f"context; down_block_types={unet.config.down_block_types}"
@@ -365,6 +444,7 @@ class InstructUNet(nn.Module):
             the last down block's output (N, C_ctx, h, w).
         """
         unet = self.unet
+        self._context = None  # each item is encoded alone: no context is read in this pass (nor pooled into its time)
         timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
         # 1. time (and IF-style text addition embedding)
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep))
@@ -385,8 +465,7 @@ class InstructUNet(nn.Module):
         bias = ((1 - text_mask.to(x.dtype)) * -10000.0).unsqueeze(1)  # (N, 1, L), as the UNet forward converts it
         # 2. pre-process
         h = unet.conv_in(x)
-        # 3. down: each item attends to its own text (nested encoding); no context is read here
-        self._context = None
+        # 3. down: each item attends to its own text (nested encoding)
         for block in unet.down_blocks:
             if getattr(block, "has_cross_attention", False):
                 h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=text, encoder_attention_mask=bias)
