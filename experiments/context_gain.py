@@ -10,7 +10,7 @@ target, the gain is the share of the picture the context path carries. Cheaper t
 on a CPU), so it tracks the context path between evaluations; the fair evaluation (`python -m zoo evaluate`) remains
 the measure of instruction following. Used for docs/learning.md, lever 8.
 
-    python experiments/context_gain.py checkpoints/copy-probe/last.ckpt --tasks copy,mask,object
+    python -m experiments.context_gain checkpoints/copy-probe/last.ckpt --tasks copy,mask,object
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A diagnostic, not one of the paper's tasks: the text says nothing of the picture, so all a model can learn beyond the
 unconditional prior is what the context path carries from the reference. `experiments/copy_probe.yaml` trains it from
-the shipped base; `python experiments/context_gain.py CKPT --tasks copy` measures how much of the reference arrives
+the shipped base; `python -m experiments.context_gain CKPT --tasks copy` measures how much of the reference arrives
 (the loss the context saves). Scenes are the world's text-to-image scenes, from the task's content `split`.
 """
 

@@ -242,10 +242,12 @@ def test_adapter_of_the_shipped_recipe_with_ema_loads_and_merges_on_its_base(tmp
     frozen base weights, which the adapter's base fingerprint is made of."""
     from conftest import REPO_ROOT, TEXT_MAX_LENGTH, perturb_context_layers
 
-    base = build_tiny_model()
+    recipe = REPO_ROOT / "recipes" / "stage2_lora.yaml"
+    # The base is a stage-2 result, so it has the recipe's context-reading layers (context_norm, context_pooled, ...).
+    reading = {k: v for k, v in yaml.safe_load(recipe.read_text())["model"].items() if k.startswith("context_")}
+    base = build_tiny_model(**reading)
     perturb_context_layers(base)  # a trained stage has non-zero context layers, which LoRA adapts
     base_ckpt = save_weights_checkpoint(base, tmp_path / "base.ckpt")
-    recipe = REPO_ROOT / "recipes" / "stage2_lora.yaml"
     callbacks = yaml.safe_load(recipe.read_text())["trainer"]["callbacks"]  # the recipe's own, EMA included
     assert any(c["class_path"].endswith("EMAWeightAveraging") for c in callbacks)
     for callback in callbacks:
