@@ -1,4 +1,4 @@
-"""How much a trained model takes from its context: the denoising loss it saves when the context is given.
+r"""How much a trained model takes from its context: the denoising loss it saves when the context is given.
 
 For each held-out example (the world's evaluation split) and each of a few fixed timesteps, the same x_t (same t,
 same noise) is denoised twice, with and without the context, and the v-losses are compared:
@@ -10,7 +10,8 @@ target, the gain is the share of the picture the context path carries. Cheaper t
 on a CPU), so it tracks the context path between evaluations; the fair evaluation (`python -m zoo evaluate`) remains
 the measure of instruction following. Used for docs/learning.md, lever 8.
 
-    python -m experiments.context_gain checkpoints/copy-probe/last.ckpt --tasks copy,mask,object
+    python -m experiments.context_gain checkpoints/copy-probe/lightning_logs/version_0/checkpoints/last.ckpt \
+        --tasks copy,mask,object
 """
 
 from __future__ import annotations
