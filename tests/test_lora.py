@@ -68,6 +68,13 @@ def test_lora_trains_only_adapters_on_attention_and_context_layers() -> None:
     assert count_parameters(model)[0] == sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
 
 
+def test_the_context_sets_adapt_the_pooled_context_projection_too() -> None:
+    model = build_tiny_model(context_pooled=True, context_norm=True, lora=LoraSpec(rank=RANK, targets="context"))
+    layers = {n.split(".lora_")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert "model.context_layers.pooled.proj" in layers  # the pooled path is a context layer like the others
+    assert all(".context_layers." in n for n in layers) and len(layers) == 4 * 4 + 1
+
+
 def test_lora_starts_at_the_base_model() -> None:
     torch.testing.assert_close(
         denoise(build_tiny_model(lora={"rank": RANK})), denoise(build_tiny_model()), atol=1e-6, rtol=0

@@ -30,13 +30,13 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers `Attention`: to_out is [Linear, Dropout]
-CONTEXT = ("to_q", "to_k", "to_v", "to_out")  # `ContextCrossAttention`
+CONTEXT = ("to_q", "to_k", "to_v", "to_out", "proj")  # `ContextCrossAttention`; `ContextPooling`'s projection
 MLP = ("ff.net.0.proj", "ff.net.2")  # diffusers `FeedForward` (GEGLU projection, output)
 
 # Named target sets: module-name predicates over the InstructUNet's names (unet.* / context_layers.*).
 TARGET_SETS: dict[str, str] = {
-    "attention": "backbone attention q/k/v/out + context-layer q/k/v/out (default)",
-    "context": "context-layer q/k/v/out only",
+    "attention": "backbone attention q/k/v/out + context-layer q/k/v/out and pooled projection (default)",
+    "context": "context-layer q/k/v/out and pooled projection only",
     "backbone-attention": "backbone attention q/k/v/out only",
     "attention-mlp": "`attention` plus the transformer blocks' feed-forward layers",
 }
