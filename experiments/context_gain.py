@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -29,6 +30,7 @@ from zoo.checkpoint_io import load_stage
 from zoo.diffusion.schedule import q_sample, velocity
 from zoo.instruction import Instruction, collate_instructions
 from zoo.lit.module import InstructImagen
+from zoo.pipeline import InstructImagenPipeline
 from zoo.task import Task
 
 TIMESTEPS = (300, 500, 700, 850, 950)  # where the context can matter: below ~300 the noisy image says it all
@@ -83,16 +85,19 @@ def summarise(losses: torch.Tensor) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", help="a checkpoint of `python -m zoo fit` (base stage)")
+    parser.add_argument("ckpt", help="a checkpoint of `python -m zoo fit` (base stage) or an exported pipeline folder")
     parser.add_argument("--tasks", default="copy,mask,object", help=f"comma-separated, of {sorted(TASKS)}")
     parser.add_argument("--n", type=int, default=64, help="held-out examples per task")
-    parser.add_argument("--weights", choices=("ema", "live"), default="ema")
+    parser.add_argument("--weights", choices=("ema", "live"), default="ema", help="of a checkpoint")
     args = parser.parse_args(argv)
     names = args.tasks.split(",")
     unknown = [name for name in names if name not in TASKS]
     if unknown:
         parser.error(f"--tasks: unknown {unknown}; choose from {sorted(TASKS)}")
-    stage, _ = load_stage(InstructImagen, args.ckpt, "ckpt", weights=args.weights)
+    if Path(args.ckpt).is_dir():
+        stage = InstructImagenPipeline.from_pretrained(args.ckpt).base
+    else:
+        stage, _ = load_stage(InstructImagen, args.ckpt, "ckpt", weights=args.weights)
     size = stage.hparams.image_size
     result = {"ckpt": args.ckpt}
     for name in names:
