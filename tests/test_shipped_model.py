@@ -23,27 +23,47 @@ MAX_BYTES = 60 * 2**20
 FLOORS = {"background": 0.9, "colour": 0.2, "shape": 0.35, "position": 0.5}
 
 
-def test_folder_is_safetensors_only_and_small() -> None:
-    files = [p for p in SHIPPED.rglob("*") if p.is_file()]
+@pytest.mark.parametrize("folder", ["world-base-32", "world-instruct-32"])
+def test_folder_is_safetensors_only_and_small(folder: str) -> None:
+    shipped = REPO_ROOT / "checkpoints" / folder
+    files = [p for p in shipped.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl")], "pickles are never shipped"
     assert sum(p.stat().st_size for p in files) <= MAX_BYTES
-    card = (SHIPPED / "README.md").read_text()
+    card = (shipped / "README.md").read_text()
     assert "## How it was made" in card and "## Evaluation" in card and "training_config.yaml" in card
-    assert (SHIPPED / "training_config.yaml").is_file() and (SHIPPED / "evaluation.md").is_file()
+    assert (shipped / "training_config.yaml").is_file() and (shipped / "evaluation.md").is_file()
 
 
-def test_generate_works_out_of_the_box(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("sys.argv", ["zoo"])
+@pytest.mark.parametrize(
+    "folder, text, with_reference",
+    [
+        ("world-base-32", "Draw a red circle on the left on a white background", False),
+        (
+            "world-instruct-32",
+            "Using the [ref#1] mask, generate an image to reflect the caption: a red solid object, on a sky background",
+            True,
+        ),
+    ],
+)
+def test_generate_works_out_of_the_box(
+    tmp_path: Path, monkeypatch, folder: str, text: str, with_reference: bool
+) -> None:
     argv = [
         "generate",
         "--model",
-        str(SHIPPED),
-        "Draw a red circle on the left on a white background",
+        str(REPO_ROOT / "checkpoints" / folder),
+        text,
         "--steps",
         "4",
         "--out",
         str(tmp_path),
     ]
+    if with_reference:  # a mask: white square on black
+        mask = Image.new("RGB", (32, 32), "black")
+        mask.paste((255, 255, 255), (4, 4, 16, 16))
+        mask.save(tmp_path / "mask.png")
+        argv += ["--ref", str(tmp_path / "mask.png"), "--ref-text", "[ref#1] mask"]
+    monkeypatch.setattr("sys.argv", ["zoo"])
     assert main(argv) == 0
     with Image.open(tmp_path / "sample_0000.png") as image:
         assert image.size == (32, 32)
@@ -87,14 +107,6 @@ INSTRUCT = REPO_ROOT / "checkpoints" / "world-instruct-32"
 GAIN_FLOORS = {"mask": 0.10, "object": 0.06}
 
 
-def test_instruct_folder_is_safetensors_only_and_small() -> None:
-    files = [p for p in INSTRUCT.rglob("*") if p.is_file()]
-    assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl")], "pickles are never shipped"
-    assert sum(p.stat().st_size for p in files) <= MAX_BYTES
-    card = (INSTRUCT / "README.md").read_text()
-    assert "## How it was made" in card and "## Evaluation" in card and "Context ablation" in card
-
-
 def test_instruct_model_reads_its_context(capsys) -> None:
     import json
 
@@ -104,28 +116,3 @@ def test_instruct_model_reads_its_context(capsys) -> None:
     result = json.loads(capsys.readouterr().out)
     low = {task: result[task]["relative"] for task, floor in GAIN_FLOORS.items() if result[task]["relative"] < floor}
     assert not low, f"context gain below the floors {GAIN_FLOORS}: {low}"
-
-
-def test_instruct_model_generates_from_a_reference(tmp_path: Path, monkeypatch) -> None:
-    reference = tmp_path / "mask.png"
-    mask = Image.new("RGB", (32, 32), "black")
-    mask.paste((255, 255, 255), (4, 4, 16, 16))
-    mask.save(reference)
-    monkeypatch.setattr("sys.argv", ["zoo"])
-    argv = [
-        "generate",
-        "--model",
-        str(INSTRUCT),
-        "Using the [ref#1] mask, generate an image to reflect the caption: a red solid object, on a sky background",
-        "--ref",
-        str(reference),
-        "--ref-text",
-        "[ref#1] mask",
-        "--steps",
-        "4",
-        "--out",
-        str(tmp_path / "out"),
-    ]
-    assert main(argv) == 0
-    with Image.open(tmp_path / "out" / "sample_0000.png") as image:
-        assert image.size == (32, 32)
