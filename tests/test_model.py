@@ -127,7 +127,10 @@ def test_context_norm_and_pooled_context_start_as_no_ops_and_then_read_the_conte
             model.model(x, t, text, text_mask, context), model.model(x, t, text, text_mask), atol=1e-6, rtol=0
         )
         torch.nn.init.normal_(model.model.context_layers[POOLED].proj.weight, std=0.5)
+        context.projected.clear()  # the zero-init pass cached its (zero) pooled embedding for this context
         with_context, without = model.model(x, t, text, text_mask, context), model.model(x, t, text, text_mask)
+        assert model.model.context_layers[POOLED] in context.projected  # pooled once per sampling call
+        torch.testing.assert_close(model.model(x, t, text, text_mask, context), with_context, atol=0, rtol=0)
     torch.testing.assert_close(with_context[0], without[0], atol=1e-6, rtol=0)
     assert (with_context[1:] - without[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
 

@@ -97,9 +97,10 @@ class ContextTokens:
     tokens: torch.Tensor
     mask: torch.Tensor
     cells: int = 0
-    # Each context layer's keys and values of these tokens, kept when no gradient is recorded (sampling): the tokens
-    # are fixed for a whole `generate` call, so each layer projects them once, not at every step.
-    projected: dict[nn.Module, tuple] = field(default_factory=dict, init=False, repr=False)
+    # Each context layer's keys and values of these tokens (the pooled layer's embedding), kept when no gradient is
+    # recorded (sampling): the tokens are fixed for a whole `generate` call, so each layer projects them once, not at
+    # every step.
+    projected: dict[nn.Module, tuple | torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     @staticmethod
     def cat(parts: list[ContextTokens]) -> ContextTokens:
@@ -232,7 +233,13 @@ class _PooledContextHook:
         context = self.owner._context
         if context is None or context.tokens.shape[1] == 0:
             return output
-        return output + self.owner.context_layers[POOLED](context).to(output.dtype)
+        pool = self.owner.context_layers[POOLED]
+        pooled = context.projected.get(pool)
+        if pooled is None:
+            pooled = pool(context)  # (B, embedding_dim)
+            if not torch.is_grad_enabled():  # sampling: once per call, as the other layers' keys and values
+                context.projected[pool] = pooled
+        return output + pooled.to(output.dtype)
 
 
 class _ContextHook:
