@@ -1,13 +1,21 @@
-"""The paper's ablations at demo scale on the built-in world (`make experiments`; `--quick` for a 2-minute smoke run).
+"""The paper's ablations (Tables 3 and 4) on the built-in world (`make experiments`; `--quick` for a smoke run).
 
-Three variants, each trained for the same total number of steps with the same seed, model and data mixture
-(recipes/stage2.yaml's Table 1 tasks), then evaluated with `python -m zoo evaluate` on the built-in suite:
+Three variants, each with the same seed, backbone, data mixture (recipes/stage2.yaml's Table 1 tasks) and stage-2
+length, all starting from the shipped text-to-image base as the recipes do, then evaluated with
+`python -m zoo evaluate` on the built-in suite:
 
-- `instructed`        — multi-task instruction tuning (stage 2 only).
-- `raw-inputs`        — the multi-task baseline of Table 4: the same examples with raw inputs instead of
-                        instructions (`experiments.raw_inputs`), evaluated on the same suite with raw inputs.
-- `stage1+instructed` — Table 3: half the steps of retrieval-augmented stage 1 (recipes/stage1.yaml), then stage 2
-                        from its weights for the other half. Against `instructed`: with vs without stage 1.
+- `instructed`        — multi-task instruction tuning: stage 2 (recipes/stage2.yaml + recipes/scale/stage2_full.yaml)
+                        for 1,600 steps. That is how the shipped checkpoints/world-instruct-32 was made (its card has
+                        the command), so the full run reuses it; `--instructed train` trains it again (one more hour).
+- `raw-inputs`        — the multi-task baseline of Table 4: the same stage 2 on the same examples with raw inputs
+                        instead of instructions (`experiments.raw_inputs`), evaluated on the same suite with raw inputs.
+- `stage1+instructed` — Table 3: retrieval-augmented stage 1 (recipes/stage1.yaml) *added* before the same full
+                        stage 2, which starts from its weights, as the paper does (§3.2–3.3). Against `instructed`:
+                        with vs without stage 1.
+
+The phases run in `--jobs` parallel lanes (one process per core), each phase resuming from its own `last.ckpt` when
+a run was killed and skipped once done, so re-running the command continues. At 1,600 + 600 steps on 2 CPU cores the
+whole command takes about two hours.
 
 Writes docs/experiments.md (or --out): SC / PQ / O per variant and split with 95% bootstrap intervals, beside the chance
 baselines; the paired comparisons each ablation is about ("beats" only where the interval of the difference excludes
@@ -23,6 +31,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -32,24 +42,32 @@ from zoo.eval.report import compare, flags
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# The recipes' own model and data (backbone, encoder, base, batch); stage 2 as the shipped model was trained.
 FULL = {
-    "steps": 800,
+    "stage2_steps": 1600,  # world-instruct-32 is step 1,600 of recipes/scale/stage2_full.yaml
+    "stage1_steps": 600,
     "image_size": 32,
-    "unet": "demo",
-    "text_encoder": "builtin:small-t5",
-    "batch_size": 16,
-    "n": 16,
-    "sample_steps": 25,
+    "instructed": "checkpoints/world-instruct-32",
+    "model": {},
+    "data": {},
+    "n": 8,
+    "sampler": "dpmsolver++",
+    "sample_steps": 20,
 }
+# A tiny model from scratch, a handful of steps: the pipeline end to end, nothing about the methods.
 QUICK = {
-    "steps": 16,
+    "stage2_steps": 16,
+    "stage1_steps": 8,
     "image_size": 16,
-    "unet": "tiny",
-    "text_encoder": "builtin:tiny-t5",
-    "batch_size": 4,
+    "instructed": "train",
+    "model": {"unet": "tiny", "text_encoder": "builtin:tiny-t5", "text_max_length": 224, "init_from": None},
+    "data": {"batch_size": 4, "val_samples": 4},
     "n": 2,
+    "sampler": "dpmsolver++",
     "sample_steps": 4,
 }
+STAGE2 = ("recipes/stage2.yaml", "recipes/scale/stage2_full.yaml")
+STAGE1 = ("recipes/stage1.yaml",)
 
 
 def stage2_tasks(image_size: int) -> tuple[list[dict], list[float]]:
@@ -62,40 +80,37 @@ def stage2_tasks(image_size: int) -> tuple[list[dict], list[float]]:
     return tasks, data["ratios"]
 
 
-def scale_layer(scale: dict, root: Path, steps: int, seed: int) -> dict:
-    """The demo-scale settings every run shares (layered over a recipe)."""
+def scale_layer(scale: dict, folder: Path, steps: int, seed: int, ema: bool) -> dict:
+    """What every phase sets over its recipes: its length and folder, checkpoints kept for resuming, the scale's
+    model and data. `ema`: sample from averaged weights, as recipes/scale/stage2_full.yaml does (the callbacks list
+    replaces the recipes' as a whole, so it is given in full)."""
+    callbacks = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(folder / "checkpoints"), "save_last": True, "every_n_train_steps": 100},
+        }
+    ]
+    if ema:
+        callbacks.append(
+            {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.999}}
+        )
     return {
         "seed_everything": seed,
         "trainer": {
-            "default_root_dir": str(root),
+            "default_root_dir": str(folder),
             "accelerator": "cpu",
             "devices": 1,
             "max_steps": steps,
+            "max_time": None,
             "limit_val_batches": 0,
-            "log_every_n_steps": 10,
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 20,
             "enable_progress_bar": False,
             "enable_model_summary": False,
-            "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}
-            ],
+            "callbacks": callbacks,
         },
-        # From scratch, as documented in docs/experiments.md (not from the recipes' shipped base, another backbone).
-        "model": {
-            "unet": scale["unet"],
-            "text_encoder": scale["text_encoder"],
-            "text_max_length": 224,
-            "init_from": None,
-            "learning_rate": 1.0e-3,
-            "warmup_steps": min(50, steps // 4),
-            "sample_steps": scale["sample_steps"],
-        },
-        "data": {
-            "image_size": scale["image_size"],
-            "batch_size": scale["batch_size"],
-            "samples_per_epoch": max(steps, 1) * scale["batch_size"],
-            "val_samples": 4,
-            "seed": seed,
-        },
+        "model": dict(scale["model"]),
+        "data": {"image_size": scale["image_size"], **scale["data"], "seed": seed},
     }
 
 
@@ -124,20 +139,43 @@ class Runner:
         return seconds
 
 
-def fit(run: Runner, work: Path, name: str, recipe: str, layer: dict, *extra: str) -> Path:
-    """Trains one phase; returns its last checkpoint."""
+def fit(run: Runner, work: Path, name: str, recipes: tuple[str, ...], layer: dict, *extra: str) -> Path:
+    """Trains one phase and returns its last checkpoint: resumed from it when an earlier run was killed, not re-run
+    once finished."""
+    folder = work / name
+    last = folder / "checkpoints" / "last.ckpt"
+    if (folder / "finished").exists():
+        return last
     config = work / f"{name}.yaml"
     config.write_text(yaml.safe_dump(layer, sort_keys=False))
-    run(["-m", "zoo", "fit", "--config", recipe, "--config", config, *extra])
-    return work / name / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    resume = ["--ckpt_path", last] if last.exists() else []
+    run(["-m", "zoo", "fit", *(a for r in recipes for a in ("--config", r)), "--config", config, *extra, *resume])
+    (folder / "finished").touch()
+    return last
+
+
+def run_lanes(lanes: list[list[Callable[[], object]]], jobs: int) -> None:
+    """Each lane's steps in order, up to `jobs` lanes at once (one process per core: the runs share no state)."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(lambda lane=lane: [step() for step in lane]) for lane in lanes]
+        for future in futures:
+            future.result()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 2-minute smoke version (tiny model, few steps)")
-    parser.add_argument("--steps", type=int, default=None, help="total training steps per variant")
+    parser.add_argument("--quick", action="store_true", help="a few-minute smoke version (tiny model, few steps)")
+    parser.add_argument("--steps", type=int, default=None, help="stage-2 training steps per variant")
+    parser.add_argument("--stage1-steps", type=int, default=None, help="stage-1 steps added before stage 2")
+    parser.add_argument(
+        "--instructed",
+        default=None,
+        help="the `instructed` variant: a checkpoint or pipeline folder trained as stage 2 is, or 'train' "
+        "(default: checkpoints/world-instruct-32; 'train' with --quick or --steps)",
+    )
     parser.add_argument("--n", type=int, default=None, help="eval examples per set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="phases run at once (one per core)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -148,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "experiments.md")
     args = parser.parse_args(argv)
     scale = dict(QUICK if args.quick else FULL)
-    scale["steps"] = args.steps or scale["steps"]
+    if args.steps:  # another length than the shipped model's: it cannot stand in for `instructed`
+        scale.update(stage2_steps=args.steps, instructed="train")
+    scale["stage1_steps"] = args.stage1_steps or scale["stage1_steps"]
+    scale["instructed"] = args.instructed or scale["instructed"]
     scale["n"] = args.n or scale["n"]
-    steps, stage1_steps = scale["steps"], scale["steps"] // 2
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     run = Runner(args.threads)
@@ -158,72 +198,54 @@ def main(argv: list[str] | None = None) -> int:
     tasks, ratios = stage2_tasks(scale["image_size"])
     raw_tasks = [{"class_path": "experiments.raw_inputs.RawInputs", "init_args": {"task": t}} for t in tasks]
 
-    def layer(name: str, n_steps: int, data_tasks: list[dict] | None = None) -> dict:
-        settings = scale_layer(scale, work / name, n_steps, args.seed)
-        if data_tasks is not None:
-            settings["data"].update(tasks=data_tasks, ratios=ratios)
-        return settings
+    def stage2(name: str, data_tasks: list[dict], *extra: str) -> Path:
+        layer = scale_layer(scale, work / name, scale["stage2_steps"], args.seed, ema=True)
+        layer["data"].update(tasks=data_tasks, ratios=ratios)
+        return fit(run, work, name, STAGE2, layer, *extra)
 
-    stage1_layer = layer("stage1", stage1_steps)
-    retrieval = {"num_examples": 20000, "seed": 0, "image_size": scale["image_size"]}
-    stage1_layer["data"]["tasks"] = [{"class_path": "tasks.retrieval.Retrieval", "init_args": retrieval}]
-    checkpoints = {
-        "instructed": fit(run, work, "instructed", "recipes/stage2.yaml", layer("instructed", steps, tasks)),
-        "raw-inputs": fit(run, work, "raw-inputs", "recipes/stage2.yaml", layer("raw-inputs", steps, raw_tasks)),
-    }
-    stage1 = fit(run, work, "stage1", "recipes/stage1.yaml", stage1_layer)
-    checkpoints["stage1+instructed"] = fit(
-        run,
-        work,
-        "stage1+instructed",
-        "recipes/stage2.yaml",
-        layer("stage1+instructed", steps - stage1_steps, tasks),
-        "--model.init_from",
-        stage1,
-    )
+    def stage1() -> Path:
+        layer = scale_layer(scale, work / "stage1", scale["stage1_steps"], args.seed, ema=False)
+        retrieval = {"num_examples": 20000, "seed": 0, "image_size": scale["image_size"]}
+        layer["data"]["tasks"] = [{"class_path": "tasks.retrieval.Retrieval", "init_args": retrieval}]
+        return fit(run, work, "stage1", STAGE1, layer)
+
     evaluate = [
-        "-m",
-        "zoo",
-        "evaluate",
-        "--n",
-        scale["n"],
-        "--steps",
-        scale["sample_steps"],
-        "--seed",
-        args.seed,
-        "--features",
-        "handcrafted",
+        *("-m", "zoo", "evaluate", "--n", scale["n"], "--sampler", scale["sampler"], "--steps", scale["sample_steps"]),
+        *("--seed", args.seed, "--features", "handcrafted"),
     ]
-    run(
+
+    def evaluated(name: str, checkpoint: Path, suite: str = "builtin") -> Callable[[], None]:
+        """Evaluates one variant into eval-<name>/ (kept: a re-run does not sample it again)."""
+        out = work / f"eval-{name}"
+
+        def step() -> None:
+            if not (out / "report.json").exists():
+                run([*evaluate, "--ckpt", f"{name}={checkpoint}", "--suite", suite, "--out", out])
+
+        return step
+
+    checkpoints = {name: work / name / "checkpoints" / "last.ckpt" for name in ORDER}
+    trained_instructed = scale["instructed"] == "train"
+    if not trained_instructed:
+        checkpoints["instructed"] = Path(scale["instructed"]).resolve()
+    # Lane A: stage 1, then stage 2 from it. Lane B: the stage-2 variants that start from the base.
+    lanes = [
         [
-            *evaluate,
-            "--ckpt",
-            f"instructed={checkpoints['instructed']}",
-            "--ckpt",
-            f"stage1+instructed={checkpoints['stage1+instructed']}",
-            "--suite",
-            "builtin",
-            "--out",
-            work / "eval",
-        ]
-    )
-    run(
+            lambda: stage2("stage1+instructed", tasks, "--model.init_from", stage1()),
+            evaluated("stage1+instructed", checkpoints["stage1+instructed"]),
+        ],
         [
-            *evaluate,
-            "--ckpt",
-            f"raw-inputs={checkpoints['raw-inputs']}",
-            "--suite",
-            "experiments.raw_inputs:builtin_raw",
-            "--out",
-            work / "eval-raw",
-        ]
-    )
-    reports = {folder: json.loads((work / folder / "report.json").read_text()) for folder in ("eval", "eval-raw")}
-    models = {m["label"]: m for report in reports.values() for m in report["models"]}
+            *([lambda: stage2("instructed", tasks)] if trained_instructed else []),
+            lambda: stage2("raw-inputs", raw_tasks),
+            evaluated("raw-inputs", checkpoints["raw-inputs"], "experiments.raw_inputs:builtin_raw"),
+            evaluated("instructed", checkpoints["instructed"]),
+        ],
+    ]
+    run_lanes(lanes, args.jobs)
+    reports = {name: json.loads((work / f"eval-{name}" / "report.json").read_text()) for name in ORDER}
+    models = {name: reports[name]["models"][0] for name in ORDER}
     # the raw suite holds the same examples and targets: the baselines of the instructed suite serve all variants
-    report = render(
-        models, reports["eval"]["baselines"], scale, args, run.log, time.perf_counter() - started, stage1_steps
-    )
+    report = render(models, reports["instructed"]["baselines"], scale, args, run.log, time.perf_counter() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(f"Ablation table written to {args.out} ({time.perf_counter() - started:.0f} s)")
@@ -295,10 +317,9 @@ def render(
     args,
     log: list[tuple[str, float]],
     total: float,
-    stage1_steps: int,
 ) -> str:
     splits = [split for split in SPLITS if any(split in models[name]["averages"] for name in ORDER)]
-    title = "Quick smoke run (`--quick`): NOT a result" if args.quick else "Ablations at demo scale"
+    title = "Quick smoke run (`--quick`): NOT a result" if args.quick else "Ablations (Tables 3 and 4)"
     lines = [f"# {title}", ""]
     if args.quick:
         lines += [
@@ -409,20 +430,27 @@ def render(
         cells.append("–" if best is None else f"{_f(best[0])} ({best[1]})")
         label = f"{row['name']} ⚑" if row["name"] in marked else row["name"]
         lines.append(f"| {label} | {row['split']} | " + " | ".join(cells) + " |")
+    instructed = (
+        "trained here"
+        if scale["instructed"] == "train"
+        else f"`{_relative(scale['instructed'])}`, made by the same stage 2 (its model card has the command)"
+    )
     lines += [
         "",
         "## Setup",
         "",
-        f"- seed {args.seed}; backbone `{scale['unet']}`, text encoder `{scale['text_encoder']}`, "
-        f"{scale['image_size']} px, "
-        f"batch {scale['batch_size']}, lr 1e-3; {scale['steps']} training steps per variant "
-        f"(`stage1+instructed`: {stage1_steps} stage-1 + {scale['steps'] - stage1_steps} stage-2 steps)",
-        f"- evaluation: {scale['n']} examples per set, {scale['sample_steps']} sampling steps, eval seed {args.seed}",
-        f"- total wall time {total / 60:.1f} min (OMP_NUM_THREADS={args.threads} per process)",
+        f"- seed {args.seed}; {scale['image_size']} px; model and data as the recipes set them"
+        + (f", except {json.dumps(scale['model'])} and {json.dumps(scale['data'])}" if scale["model"] else "")
+        + f"; stage 2 ({' + '.join(f'`{r}`' for r in STAGE2)}): {scale['stage2_steps']} steps per variant, EMA "
+        f"weights; `stage1+instructed`: {scale['stage1_steps']} steps of `{STAGE1[0]}` first",
+        f"- the `instructed` variant: {instructed}",
+        f"- evaluation: {scale['n']} examples per set, {scale['sample_steps']} `{scale['sampler']}` steps, "
+        f"eval seed {args.seed}",
+        f"- total wall time {total / 60:.1f} min ({args.jobs} lanes at once, OMP_NUM_THREADS={args.threads} each)",
         "",
         "## Commands (wall time)",
         "",
-        f"Each variant's YAML (the demo-scale layer over its recipe) is written by the script into "
+        f"Each phase's YAML (the layer over its recipes) is written by the script into "
         f"`{_relative(args.work.resolve())}/`.",
         "",
         "```",

@@ -24,8 +24,8 @@ def test_the_report_states_intervals_baselines_the_context_ablation_and_verdicts
     )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     models = {m["label"]: m for m in report["models"]}
-    args = SimpleNamespace(quick=True, seed=0, threads=1, work=tmp_path)
-    text = render(models, report["baselines"], QUICK, args, [("python -m zoo evaluate ...", 2.0)], 60.0, 8)
+    args = SimpleNamespace(quick=True, seed=0, threads=1, jobs=2, work=tmp_path)
+    text = render(models, report["baselines"], QUICK, args, [("python -m zoo evaluate ...", 2.0)], 60.0)
 
     assert text.startswith("# Quick smoke run")
     perfect = " | ".join(["1.000 [1.000, 1.000]"] * 3)
