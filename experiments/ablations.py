@@ -88,7 +88,8 @@ def scale_layer(scale: dict, folder: Path, steps: int, seed: int, ema: bool) -> 
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
             "init_args": {"dirpath": str(folder / "checkpoints"), "save_last": True, "every_n_train_steps": 100},
-        }
+        },
+        "zoo.lit.callbacks.LastCheckpointAtEnd",
     ]
     if ema:
         callbacks.append(

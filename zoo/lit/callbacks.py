@@ -1,5 +1,6 @@
 """Callbacks: `SampleGrid` renders held-out instructions during and after training; `DataCounts` logs the mixture;
-`StepProgressBar` is the progress bar a recipe gets when it names none.
+`StepProgressBar` is the progress bar a recipe gets when it names none; `LastCheckpointAtEnd` writes `last.ckpt` when
+training stops between two checkpoint intervals.
 
 SampleGrid renders a fixed set of held-out instructions with fixed seeds during and after training.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar, WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -132,3 +133,22 @@ class DataCounts(Callback):
         metrics = {f"data/count/{name}": float(loader.drawn[name]) for name in names}
         metrics |= {f"data/skipped/{name}": float(loader.skipped[name]) for name in names}
         pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
+
+
+class LastCheckpointAtEnd(Callback):
+    """Writes each `ModelCheckpoint(save_last=True)`'s `last.ckpt` when training stops, if its last interval did not.
+
+    With `every_n_train_steps`, Lightning writes `last.ckpt` on the interval only (its `on_train_end` saves just when
+    nothing was saved at all), so a run that stops at `max_steps` or `max_time` between two intervals would lose the
+    steps since the last one. The epoch ends whenever training stops, before `EMAWeightAveraging` copies the average
+    into the live weights at `on_train_end`, so the file keeps both: the average as `state_dict`, the live weights
+    for resuming.
+    """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            # Lightning's own bookkeeping: the step it last wrote, and how it names and writes last.ckpt
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and not trainer.sanity_checking:
+                if callback._last_global_step_saved != trainer.global_step:
+                    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+                    callback._last_global_step_saved = trainer.global_step
