@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PYTHON) -m pytest -q
 
-# The paper's ablations (Tables 3 and 4) at demo scale: under an hour on 2 CPU cores; writes docs/experiments.md.
+# The paper's ablations (Tables 3 and 4) from the shipped base: about two hours on 2 CPU cores; writes docs/experiments.md.
 experiments: $(STAMP)
 	$(PYTHON) experiments/ablations.py
 
