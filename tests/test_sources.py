@@ -173,6 +173,9 @@ def bad_rows_dataset(tmp_path: Path) -> tuple[DatasetSource, dict[int, str]]:
     add("deep.png", "16-bit")
     photo(3).convert("CMYK").save(folder / "cmyk.jpg")
     add("cmyk.jpg", "cmyk")
+    # decodes, but holds more than 16 bits: the tensor conversion refuses it, and that is a bad row too
+    Image.fromarray(np.full((20, 24), 70000, dtype=np.int32), mode="I").save(folder / "wide.tif")
+    add("wide.tif", "32-bit", "not a usable image")
     (folder / "corrupt.png").write_bytes(b"this is not an image at all")
     add("corrupt.png", "corrupt", "not a readable image")
     data = png_bytes(photo(4, size=(64, 64)))

@@ -280,8 +280,13 @@ class SourceRows:
     def image(self, index: int, column: str) -> Image.Image:
         """The image in `column`, decoded now and normalised to 8-bit RGB."""
         image = self._decode(index, column)
-        # to_image_tensor is the one place that knows every mode (L, RGBA, P, I;16, CMYK, ...).
-        rgb = ((to_image_tensor(image, name=column) + 1) * 127.5).round().clamp(0, 255).byte()
+        # to_image_tensor is the one place that knows every mode (L, RGBA, P, I;16, CMYK, ...); what it refuses
+        # (a 32-bit image beyond 16 bits, no pixels) is this row's fault, skipped and named like any other.
+        try:
+            tensor = to_image_tensor(image, name=column)
+        except (ValueError, TypeError) as error:
+            raise RowError(self.row_id(index), f"{column} is not a usable image ({error})") from error
+        rgb = ((tensor + 1) * 127.5).round().clamp(0, 255).byte()
         return Image.fromarray(rgb.permute(1, 2, 0).numpy(), "RGB")
 
     def mask(self, index: int, column: str) -> Image.Image:
