@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         scale.update(stage2_steps=args.steps, instructed="train")
     scale["stage1_steps"] = args.stage1_steps or scale["stage1_steps"]
     scale["instructed"] = args.instructed or scale["instructed"]
+    if scale["instructed"] != "train" and not Path(scale["instructed"]).exists():
+        parser.error(f"--instructed: {scale['instructed']} does not exist; give a checkpoint or folder, or 'train'")
     scale["n"] = args.n or scale["n"]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -58,3 +58,10 @@ def test_quick_ablations_write_the_table(tmp_path) -> None:
     for text in ("**in-domain**", "**zero-shot**", "chance baseline", "## Context ablation", "python -m zoo evaluate"):
         assert text in report
     assert "beats" in report or "no separation" in report
+
+
+def test_a_missing_instructed_model_is_named_before_any_training(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--instructed", str(tmp_path / "nope"), "--work", str(tmp_path / "runs")])
+    assert "--instructed:" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
