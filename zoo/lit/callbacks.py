@@ -1,6 +1,6 @@
 """Callbacks: `SampleGrid` renders held-out instructions during and after training; `DataCounts` logs the mixture;
-`StepProgressBar` is the progress bar a recipe gets when it names none; `LastCheckpointAtEnd` writes `last.ckpt` when
-training stops between two checkpoint intervals.
+`StepProgressBar` is the progress bar a recipe gets when it names none; `LastCheckpointAtEnd` writes `last.ckpt` at
+each epoch's end, so training that stops between two checkpoint intervals loses nothing.
 
 SampleGrid renders a fixed set of held-out instructions with fixed seeds during and after training.
 
@@ -136,13 +136,13 @@ class DataCounts(Callback):
 
 
 class LastCheckpointAtEnd(Callback):
-    """Writes each `ModelCheckpoint(save_last=True)`'s `last.ckpt` when training stops, if its last interval did not.
+    """Writes each `ModelCheckpoint(save_last=True)`'s `last.ckpt` at the end of every training epoch, unless its
+    interval has just written it; training that stops at `max_steps` or `max_time` ends an epoch too.
 
     With `every_n_train_steps`, Lightning writes `last.ckpt` on the interval only (its `on_train_end` saves just when
-    nothing was saved at all), so a run that stops at `max_steps` or `max_time` between two intervals would lose the
-    steps since the last one. The epoch ends whenever training stops, before `EMAWeightAveraging` copies the average
-    into the live weights at `on_train_end`, so the file keeps both: the average as `state_dict`, the live weights
-    for resuming.
+    nothing was saved at all), so a run that stops between two intervals would lose the steps since the last one.
+    The epoch ends before `EMAWeightAveraging` copies the average into the live weights at `on_train_end`, so the file
+    keeps both: the average as `state_dict`, the live weights for resuming.
     """
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
