@@ -56,6 +56,7 @@ every step then pays only the queries, the attention and the output projection.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -101,6 +102,15 @@ class ContextTokens:
     # recorded (sampling): the tokens are fixed for a whole `generate` call, so each layer projects them once, not at
     # every step.
     projected: dict[nn.Module, tuple | torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def projection(self, layer: nn.Module, project: Callable[[], tuple | torch.Tensor]) -> tuple | torch.Tensor:
+        """`layer`'s projection of these tokens: `project()`, kept in `projected` when no gradient is recorded."""
+        if layer in self.projected:
+            return self.projected[layer]
+        projected = project()
+        if not torch.is_grad_enabled():
+            self.projected[layer] = projected
+        return projected
 
     @staticmethod
     def cat(parts: list[ContextTokens]) -> ContextTokens:
@@ -162,8 +172,11 @@ class ContextCrossAttention(nn.Module):
         self, context: ContextTokens
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rows that have context (None: all rows) and their keys, values (R, h, L, d) and token mask (R, L)."""
-        if self in context.projected:
-            return context.projected[self]
+        return context.projection(self, lambda: self._keys_values(context))
+
+    def _keys_values(
+        self, context: ContextTokens
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         has_context = context.mask.any(dim=1)  # (B,)
         rows = None if has_context.all() else has_context.nonzero().squeeze(1)
         tokens, mask = (context.tokens, context.mask) if rows is None else (context.tokens[rows], context.mask[rows])
@@ -176,8 +189,6 @@ class ContextCrossAttention(nn.Module):
             keyed = tokens + code
         k = self.to_k(keyed).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
         v = self.to_v(tokens).view(r, length, self.heads, -1).transpose(1, 2)  # (R, h, L, d)
-        if not torch.is_grad_enabled():
-            context.projected[self] = (rows, k, v, mask)
         return rows, k, v, mask
 
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -234,11 +245,7 @@ class _PooledContextHook:
         if context is None or context.tokens.shape[1] == 0:
             return output
         pool = self.owner.context_layers[POOLED]
-        pooled = context.projected.get(pool)
-        if pooled is None:
-            pooled = pool(context)  # (B, embedding_dim)
-            if not torch.is_grad_enabled():  # sampling: once per call, as the other layers' keys and values
-                context.projected[pool] = pooled
+        pooled = context.projection(pool, lambda: pool(context))  # (B, embedding_dim)
         return output + pooled.to(output.dtype)
 
 
