@@ -146,9 +146,10 @@ class LastCheckpointAtEnd(Callback):
     """
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
         for callback in trainer.checkpoint_callbacks:
-            # Lightning's own bookkeeping: the step it last wrote, and how it names and writes last.ckpt
-            if isinstance(callback, ModelCheckpoint) and callback.save_last and not trainer.sanity_checking:
+            # Lightning's own bookkeeping: the step it last wrote (updated by the save), and how it writes last.ckpt
+            if isinstance(callback, ModelCheckpoint) and callback.save_last:
                 if callback._last_global_step_saved != trainer.global_step:
                     callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
-                    callback._last_global_step_saved = trainer.global_step
