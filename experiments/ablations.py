@@ -80,6 +80,11 @@ def stage2_tasks(image_size: int) -> tuple[list[dict], list[float]]:
     return tasks, data["ratios"]
 
 
+def last_checkpoint(folder: Path) -> Path:
+    """Where a phase run in `folder` keeps its `last.ckpt` (the layer's `ModelCheckpoint.dirpath`)."""
+    return folder / "checkpoints" / "last.ckpt"
+
+
 def scale_layer(scale: dict, folder: Path, steps: int, seed: int, ema: bool) -> dict:
     """What every phase sets over its recipes: its length and folder, checkpoints kept for resuming, the scale's
     model and data. `ema`: sample from averaged weights, as recipes/scale/stage2_full.yaml does (the callbacks list
@@ -87,7 +92,11 @@ def scale_layer(scale: dict, folder: Path, steps: int, seed: int, ema: bool) -> 
     callbacks = [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"dirpath": str(folder / "checkpoints"), "save_last": True, "every_n_train_steps": 100},
+            "init_args": {
+                "dirpath": str(last_checkpoint(folder).parent),
+                "save_last": True,
+                "every_n_train_steps": 100,
+            },
         },
         "zoo.lit.callbacks.LastCheckpointAtEnd",
     ]
@@ -144,7 +153,7 @@ def fit(run: Runner, work: Path, name: str, recipes: tuple[str, ...], layer: dic
     """Trains one phase and returns its last checkpoint: resumed from it when an earlier run was killed, not re-run
     once finished."""
     folder = work / name
-    last = folder / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(folder)
     if (folder / "finished").exists():
         return last
     config = work / f"{name}.yaml"
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return step
 
-    checkpoints = {name: work / name / "checkpoints" / "last.ckpt" for name in ORDER}
+    checkpoints = {name: last_checkpoint(work / name) for name in ORDER}
     trained_instructed = scale["instructed"] == "train"
     if not trained_instructed:
         checkpoints["instructed"] = Path(scale["instructed"]).resolve()
