@@ -56,7 +56,9 @@ def overlay(root: Path, minutes: float, every: float) -> dict:
                         "filename": "{step}",
                         "save_last": True,
                     },
-                }
+                },
+                # the last mark is where max_time stops, which the time interval alone may not save
+                "zoo.lit.callbacks.LastCheckpointAtEnd",
             ],
         },
     }

@@ -12,6 +12,9 @@ from cli_helpers import run_zoo, tiny_recipe, write_recipe
 from conftest import REPO_ROOT, build_tiny_model
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from zoo.lit.callbacks import LastCheckpointAtEnd
 
 EMA = {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}
 
@@ -50,6 +53,25 @@ def test_a_run_that_stops_between_checkpoint_intervals_still_writes_last_ckpt(tm
     assert last["global_step"] == 5
     average, live = last["state_dict"], last["current_model_state"]
     assert any(not torch.equal(average[name], live[name]) for name in average)  # not the average twice
+
+
+def test_last_checkpoint_at_end_replaces_a_link_with_a_file(tmp_path) -> None:
+    """With `save_last="link"`, Lightning links last.ckpt to the newest interval file; a stop between intervals
+    gets a file of its own at last.ckpt, and the interval file it linked to keeps its step."""
+    checkpoints = ModelCheckpoint(tmp_path, save_last="link", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_steps=5,
+        callbacks=[checkpoints, LastCheckpointAtEnd()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    last, interval = tmp_path / "last.ckpt", tmp_path / "step=4.ckpt"
+    assert not last.is_symlink()
+    assert torch.load(last, weights_only=True)["global_step"] == 5
+    assert torch.load(interval, weights_only=True)["global_step"] == 4
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path) -> None:

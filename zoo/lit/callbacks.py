@@ -142,7 +142,8 @@ class LastCheckpointAtEnd(Callback):
     With `every_n_train_steps`, Lightning writes `last.ckpt` on the interval only (its `on_train_end` saves just when
     nothing was saved at all), so a run that stops between two intervals would lose the steps since the last one.
     The epoch ends before `EMAWeightAveraging` copies the average into the live weights at `on_train_end`, so the file
-    keeps both: the average as `state_dict`, the live weights for resuming.
+    keeps both: the average as `state_dict`, the live weights for resuming. With `save_last="link"` the file written
+    replaces the link, which would name the older interval file.
     """
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -150,6 +151,17 @@ class LastCheckpointAtEnd(Callback):
             return
         for callback in trainer.checkpoint_callbacks:
             # Lightning's own bookkeeping: the step it last wrote (updated by the save), and how it writes last.ckpt
-            if isinstance(callback, ModelCheckpoint) and callback.save_last:
-                if callback._last_global_step_saved != trainer.global_step:
-                    callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+            if not (isinstance(callback, ModelCheckpoint) and callback.save_last):
+                continue
+            if callback._last_global_step_saved == trainer.global_step:
+                continue
+            candidates = callback._monitor_candidates(trainer)
+            if callback.save_last == "link":
+                # Lightning would link last.ckpt to the interval's older file; the steps since need a file of their
+                # own, and writing through the link would overwrite that older file, so the link goes first.
+                path = callback.format_checkpoint_name(candidates, callback.CHECKPOINT_NAME_LAST)
+                trainer.strategy.remove_checkpoint(path)
+                callback.last_model_path = path
+                callback._save_checkpoint(trainer, path)
+            else:
+                callback._save_last_checkpoint(trainer, candidates)
