@@ -202,6 +202,14 @@ def test_any_named_sampler_is_accepted_and_overridable(fake_models, tmp_path, ca
     (call, *_) = fake_models["good"].calls
     assert call == {"num_inference_steps": 5, "guidance": None, "seed": 0}
 
+    assert main([*args, "--sampler", "unipc", "--guidance", "2", "--context-guidance", "4"]) == 0
+    (call, *_) = fake_models["good"].calls
+    assert (call["guidance"].scale, call["guidance"].context_scale) == (2.0, 4.0)
+    assert "guidance: 2.0. context guidance: 4.0." in capsys.readouterr().out
+    assert main([*args, "--context-guidance", "4"]) == 0  # the model's own sampling and text scale, the context's own
+    (call, *_) = fake_models["good"].calls
+    assert (call["guidance"].scale, call["guidance"].context_scale) == (3.0, 4.0)
+
     assert main([*args, "--sampler", "euler"]) == 2
     err = capsys.readouterr().err
     assert err == (

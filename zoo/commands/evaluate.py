@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="classifier-free guidance scale (default: the sampler's, else the model's)",
     )
+    parser.add_argument(
+        "--context-guidance",
+        type=float,
+        default=None,
+        help="a separate guidance scale for the context (--guidance is then the text's); default: one scale for both",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
@@ -72,6 +78,7 @@ def main(argv: list[str]) -> int:
             args.features,
             args.batch_size,
             args.sampler,
+            args.context_guidance,
         )
     except (ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)

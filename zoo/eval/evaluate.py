@@ -120,13 +120,15 @@ def generate_sets(
     sampler: str | None = None,
     drop_context: bool = False,
     only: Collection[str] | None = None,
+    context_guidance: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Generations (N, 3, H, W) in [-1, 1] for every set (or the sets named in `only`); batch b of the suite's set s
     uses seed + 1000·s + b.
 
     `sampler` names one of `zoo.diffusion.samplers.SAMPLERS` (`steps` / `guidance` override its defaults); None keeps
-    the model's own sampling. `drop_context` zeroes the collated context mask, so the model sees the text alone with
-    everything else (images, seeds, sampler) unchanged.
+    the model's own sampling. `context_guidance` gives the context a scale of its own (`guidance` is then the
+    text's). `drop_context` zeroes the collated context mask, so the model sees the text alone with everything else
+    (images, seeds, sampler) unchanged.
     """
     from zoo.diffusion.sampler import Guidance
     from zoo.diffusion.samplers import make_sampler
@@ -143,13 +145,16 @@ def generate_sets(
             batch = collate_instructions(instructions[start : start + batch_size], image_size=(size, size))
             if drop_context:
                 batch = replace(batch, context_mask=torch.zeros_like(batch.context_mask))
+            hp = model.hparams
             if sampler is None:
-                scale = None if guidance is None else Guidance(scale=guidance)
+                scale = None
+                if guidance is not None or context_guidance is not None:
+                    text_scale = hp.guidance_scale if guidance is None else guidance
+                    scale = Guidance(scale=text_scale, context_scale=context_guidance)
                 images_b = model.generate(batch, num_inference_steps=steps, guidance=scale, seed=seed + 1000 * s + b)
             else:
-                hp = model.hparams
                 chosen = make_sampler(
-                    sampler, model.scheduler, steps, guidance, None, hp.sample_steps, hp.guidance_scale
+                    sampler, model.scheduler, steps, guidance, context_guidance, hp.sample_steps, hp.guidance_scale
                 )
                 images_b = model.generate(
                     batch,
@@ -263,6 +268,7 @@ def evaluate(
     features: list[str] | None = None,
     batch_size: int = 16,
     sampler: str | None = None,
+    context_guidance: float | None = None,
 ) -> dict:
     """Runs the whole evaluation and writes the report into `out`; returns the report's dict."""
     from zoo.diffusion.samplers import SAMPLERS
@@ -273,7 +279,14 @@ def evaluate(
     out = Path(out)
     extractors = [load_features(spec) for spec in (features or ["auto"])]
     models, sheets, suite, image_size, pq, baselines = [], {}, None, None, None, []
-    sampling = {"steps": steps, "guidance": guidance, "seed": seed, "batch_size": batch_size, "sampler": sampler}
+    sampling = {
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "batch_size": batch_size,
+        "sampler": sampler,
+        "context_guidance": context_guidance,
+    }
     for label, path in checkpoints.items():
         model = load_model(path)
         if suite is None:
@@ -314,6 +327,7 @@ def evaluate(
             "sampler": sampler or "model default",
             "sampling steps": default if steps is None else steps,
             "guidance": default if guidance is None else guidance,
+            "context guidance": "as the text's" if context_guidance is None else context_guidance,
             "seed": seed,
         },
         "sc_method": SC_METHOD,
