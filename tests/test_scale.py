@@ -97,6 +97,20 @@ def test_compile_gives_the_same_outputs(task_batch: InstructionBatch) -> None:
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
 
 
+def test_a_model_trained_compiled_samples_uncompiled(tmp_path) -> None:
+    """`compile` is a training run's setting: the checkpoint and the pipeline folder rebuild an eager stage, so
+    generating on a machine without a compiler neither fails nor spends minutes compiling."""
+    from zoo.checkpoint_io import load_stage, save_weights_checkpoint
+    from zoo.lit.module import InstructImagen
+    from zoo.pipeline import InstructImagenPipeline
+
+    path = save_weights_checkpoint(build_tiny_model(compile=True), tmp_path / "compiled.ckpt")
+    stage, _ = load_stage(InstructImagen, path)
+    assert stage.hparams.compile is False
+    folder = InstructImagenPipeline(stage).save_pretrained(tmp_path / "pipeline")
+    assert InstructImagenPipeline.from_pretrained(folder).base.hparams.compile is False
+
+
 def test_compile_where_the_backend_cannot_is_one_line(monkeypatch, task_batch: InstructionBatch) -> None:
     import torch._dynamo
 

@@ -12,6 +12,7 @@ Rebuilding (`load_stage`). A stage comes back from its checkpoint's hyperparamet
 pipeline, evaluation, LoRA export and merge:
 - which weights: "ema" reads `state_dict` (the average, when the run kept one with `EMAWeightAveraging`), "live" the
   non-averaged `current_model_state` beside it (a run without an average has only live weights);
+- `compile`: not carried over: a rebuilt stage samples uncompiled wherever its run was trained;
 - `init_from`: a checkpoint that holds the whole network is its own source, so the run's `init_from` is not read
   again (the file may be gone, and reading it is wasted) and the stage keeps the architecture it was trained with
   (`stage_arguments`). An adapter-only checkpoint (an FSDP LoRA run, `zoo.lit.fsdp`) takes its frozen base from
@@ -115,6 +116,10 @@ def stage_arguments(hparams: dict[str, Any], whole: bool = True) -> dict[str, An
         if takes_weights_config(arguments.get("unet"), init_from):
             arguments["unet"] = resolve_unet_config(arguments["unet"], init_from)
         arguments["init_from"] = None
+    # `compile` is how a training run ran, not what the model is: a stage rebuilt to sample runs eagerly (compiling
+    # takes minutes on a CPU and fails where no compiler is installed); `stage.model.unet.compile()` opts in.
+    if "compile" in arguments:
+        arguments["compile"] = False
     return arguments
 
 
