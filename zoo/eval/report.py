@@ -234,7 +234,7 @@ def _fmt_metric(value: float) -> str:
     return _fmt(value)
 
 
-def _ci(value: float | None, bounds: Sequence[float | None] | None, sign: bool = False) -> str:
+def with_interval(value: float | None, bounds: Sequence[float | None] | None, sign: bool = False) -> str:
     """ "0.25 [0.10, 0.40]"; the interval is left out where it is undefined (fewer than 2 examples, unknown PQ)."""
     if value is None or math.isnan(value):
         return "–"
@@ -247,7 +247,7 @@ def _ci(value: float | None, bounds: Sequence[float | None] | None, sign: bool =
 
 def _row_cells(row: dict) -> list[str]:
     intervals = row.get("intervals", {})
-    return [_ci(row[k], intervals.get(k)) for k in METRICS] + [_fmt(row.get("accuracy"))]
+    return [with_interval(row[k], intervals.get(k)) for k in METRICS] + [_fmt(row.get("accuracy"))]
 
 
 def _split_table(results: dict, split: str) -> list[str]:
@@ -270,7 +270,7 @@ def _split_table(results: dict, split: str) -> list[str]:
         if average:
             if average.get("sets", len(names)) < len(names):
                 who += f" (over {average['sets']} of {len(names)} sets)"
-            cells = [_ci(average.get(k), average.get("intervals", {}).get(k)) for k in METRICS]
+            cells = [with_interval(average.get(k), average.get("intervals", {}).get(k)) for k in METRICS]
             lines.append(f"| **Average** | {who} | " + " | ".join(cells) + " | |")
     marked = [f for f in results.get("flags", []) if f["split"] == split]
     if marked:
@@ -305,7 +305,7 @@ def _comparison_lines(results: dict) -> list[str]:
                 d = average[metric]
                 lines.append(
                     f"- `{comparison['a']}` vs `{comparison['b']}`, {split} {metric}: **{d['verdict']}** "
-                    f"({_ci(d['difference'], d['interval'], sign=True)})"
+                    f"({with_interval(d['difference'], d['interval'], sign=True)})"
                 )
     for comparison in pairs:
         lines += [
@@ -318,7 +318,7 @@ def _comparison_lines(results: dict) -> list[str]:
         for name, d in comparison["sets"].items():
             lines.append(
                 f"| {name} | "
-                + " | ".join(_ci(d[m]["difference"], d[m]["interval"], sign=True) for m in METRICS)
+                + " | ".join(with_interval(d[m]["difference"], d[m]["interval"], sign=True) for m in METRICS)
                 + " |"
             )
     versus_chance = [c for c in found if c["b is baseline"]]
@@ -335,8 +335,10 @@ def _comparison_lines(results: dict) -> list[str]:
             cells = []
             for split in splits:
                 d = comparison["averages"].get(split, {}).get("SC")
-                shown = None if d is None else f"{_ci(d['difference'], d['interval'], sign=True)}: {d['verdict']}"
-                cells.append(shown or "–")
+                if d is None:
+                    cells.append("–")
+                else:
+                    cells.append(f"{with_interval(d['difference'], d['interval'], sign=True)}: {d['verdict']}")
             lines.append(f"| {comparison['a']} | *{comparison['b']}* | " + " | ".join(cells) + " |")
     return lines
 
@@ -361,8 +363,8 @@ def _ablation_lines(results: dict) -> list[str]:
             for row in (s for s in model["ablation"]["sets"] if s["split"] == split):
                 lines.append(
                     f"| {row['name']} | {split} | {model['label']} | {_fmt(row['with context'])} | "
-                    f"{_fmt(row['without context'])} | {_ci(row['drop'], row['drop interval'], sign=True)} | "
-                    f"{_ci(row['SC without context'], row['SC without context interval'])} |"
+                    f"{_fmt(row['without context'])} | {with_interval(row['drop'], row['drop interval'], sign=True)} | "
+                    f"{with_interval(row['SC without context'], row['SC without context interval'])} |"
                 )
         for model in models:
             average = model["ablation"]["averages"].get(split)
@@ -370,8 +372,8 @@ def _ablation_lines(results: dict) -> list[str]:
                 lines.append(
                     f"| **Average** | {split} | {model['label']} | {_fmt(average['with context'])} | "
                     f"{_fmt(average['without context'])} | "
-                    f"{_ci(average['drop'], average['drop interval'], sign=True)} | "
-                    f"{_ci(average['SC without context'], average['SC without context interval'])} |"
+                    f"{with_interval(average['drop'], average['drop interval'], sign=True)} | "
+                    f"{with_interval(average['SC without context'], average['SC without context interval'])} |"
                 )
     return lines
 
