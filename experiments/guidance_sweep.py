@@ -21,6 +21,7 @@ from pathlib import Path
 from zoo.eval.evaluate import evaluate
 from zoo.eval.report import compare, with_interval
 
+SPLITS = ("in-domain", "zero-shot")
 TEXT_ATTRIBUTES = ("colour", "shape", "position", "background")  # issue #11's four targets, on text-to-image
 
 
@@ -55,12 +56,16 @@ def row(model: dict, reference: dict) -> str:
     averages, ablation = model["averages"], model["ablation"]["averages"]
     difference = compare(model, reference, ("SC",))["averages"]
     cells = [model["label"]]
-    for split in ("in-domain", "zero-shot"):
+    for split in SPLITS:
+        if split not in averages:  # a suite without this split
+            cells += ["–", "–"]
+            continue
         cells.append(with_interval(averages[split]["SC"], averages[split]["intervals"]["SC"]))
         paired = difference[split]["SC"]
         cells.append("–" if model is reference else with_interval(paired["difference"], paired["interval"], sign=True))
-    for split in ("in-domain", "zero-shot"):
-        cells.append(with_interval(ablation[split]["drop"], ablation[split]["drop interval"], sign=True))
+    for split in SPLITS:
+        drop = ablation.get(split, {})
+        cells.append(with_interval(drop.get("drop"), drop.get("drop interval"), sign=True))
     text_to_image = next((s["attributes"] for s in model["sets"] if s["name"] == "text_to_image"), {})
     cells.append(" / ".join(f"{text_to_image[a]:.2f}" if a in text_to_image else "–" for a in TEXT_ATTRIBUTES))
     cells.append(f"{averages['in-domain']['PQ']:.2f}")

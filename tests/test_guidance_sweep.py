@@ -3,7 +3,9 @@ sampler, resumed from its report, and tabled against the reference with paired d
 
 from __future__ import annotations
 
-from eval_suite_fixture import FakeModel
+from dataclasses import replace
+
+from eval_suite_fixture import FakeModel, fake_suite
 
 import zoo.eval.evaluate as evaluate_module
 from experiments.guidance_sweep import main
@@ -11,7 +13,14 @@ from experiments.guidance_sweep import main
 SIZE = 16
 
 
-def test_each_point_is_evaluated_once_and_tabled_against_the_reference(monkeypatch, tmp_path, capsys) -> None:
+def in_domain_only(n: int, image_size: int, seed: int = 0):
+    """The fake suite without its zero-shot and editing sets (as `tasks.suites:text_to_image` has none)."""
+    suite = fake_suite(n, image_size, seed)
+    return replace(suite, sets=[s for s in suite.sets if s.split == "in-domain"])
+
+
+def fake_model(monkeypatch) -> list:
+    """Every model `evaluate` loads is a FakeModel; returns the list of their recorded calls."""
     calls = []
 
     def load(path):
@@ -20,6 +29,11 @@ def test_each_point_is_evaluated_once_and_tabled_against_the_reference(monkeypat
         return model
 
     monkeypatch.setattr(evaluate_module, "load_model", load)
+    return calls
+
+
+def test_each_point_is_evaluated_once_and_tabled_against_the_reference(monkeypatch, tmp_path, capsys) -> None:
+    calls = fake_model(monkeypatch)
     (tmp_path / "good.ckpt").write_bytes(b"")
     args = [str(tmp_path / "good.ckpt"), "--suite", "eval_suite_fixture:fake_suite", "--n", "2"]
     args += ["--scales", "1,5", "--context-scales", "2", "--reference", "3", "--out", str(tmp_path / "sweep")]
@@ -35,3 +49,23 @@ def test_each_point_is_evaluated_once_and_tabled_against_the_reference(monkeypat
     calls.clear()
     main(args)  # every report is there: nothing is generated again, the same table is printed
     assert calls == [] and capsys.readouterr().out == table
+
+
+def test_a_suite_without_a_split_shows_dashes_there(monkeypatch, tmp_path, capsys) -> None:
+    fake_model(monkeypatch)
+    (tmp_path / "good.ckpt").write_bytes(b"")
+    main(
+        [
+            str(tmp_path / "good.ckpt"),
+            "--suite",
+            "test_guidance_sweep:in_domain_only",
+            "--n",
+            "2",
+            "--scales",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| g1 |"))
+    assert row.split(" | ")[3:5] == ["–", "–"]  # zero-shot SC and its difference
