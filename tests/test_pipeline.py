@@ -171,11 +171,15 @@ def test_export_then_generate_with_model_folder(ckpts: tuple[Path, Path], tmp_pa
                 str(out),
                 "--sampler",
                 "dpmsolver++",
+                "--guidance-scale",
+                "1.5",
             ]
         )
         == 0
     )
     assert json.loads((out / "model_index.json").read_text())["sampler"] == "dpmsolver++"
+    assert InstructImagenPipeline.from_pretrained(out).base.hparams.guidance_scale == 1.5
+    assert "guidance scale 1.5, set at export" in (out / "README.md").read_text()
     images = tmp_path / "images"
     argv = [
         "generate",
@@ -274,6 +278,7 @@ def test_export_card_says_how_it_was_made_and_how_it_scores(cascade: InstructIma
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--eval", str(report)]) == 0
     card = (out / "README.md").read_text()
     assert "123 optimizer steps, 10.0 minutes of training" in card
+    assert "guidance scale" not in card  # the run's own scale: nothing to say
     assert "python -m zoo fit --config training_config.yaml" in card and (out / "training_config.yaml").is_file()
     assert "### In-domain" in card and "0.75 [0.50, 1.00]" in card and "secret" not in card
     assert (out / "evaluation.md").is_file() and (out / "evaluation" / "sheets" / "m" / "text_to_image.png").is_file()

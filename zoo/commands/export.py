@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sr-ckpt", help="a super-resolution checkpoint (recipes/sr.yaml)")
     parser.add_argument("--out", required=True, metavar="FOLDER", help="the folder to write")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="the pipeline's default sampler")
+    parser.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="the pipeline's default guidance scale (default: the run's `guidance_scale`); e.g. the best of "
+        "experiments/guidance_sweep.py",
+    )
     parser.add_argument("--eval", metavar="DIR", help="a `python -m zoo evaluate` output folder to put in the card")
     parser.add_argument(
         "--weights",
@@ -115,10 +122,20 @@ def main(argv: list[str]) -> int:
         base, checkpoint = load_stage(InstructImagen, args.ckpt, "--ckpt", weights=args.weights)
         if args.weights == "live" and "current_model_state" not in checkpoint:
             raise CheckpointError(f"--ckpt {args.ckpt}: no live weights (the run kept no EMA); drop --weights live")
+        if args.guidance_scale is not None:
+            if args.guidance_scale < 0:
+                raise ValueError(f"--guidance-scale must be ≥ 0, got {args.guidance_scale}")
+            # sampling only: the weights are the run's; the card says the scale was chosen at export
+            base.hparams.guidance_scale = args.guidance_scale
         sr = load_stage(SuperResolution, args.sr_ckpt, "--sr-ckpt")[0] if args.sr_ckpt is not None else None
         pipe = InstructImagenPipeline(base, sr, sampler=args.sampler)
         out = pipe.save_pretrained(args.out)
         made, config = provenance(checkpoint, Path(args.ckpt), args.weights)
+        if args.guidance_scale is not None:
+            made += (
+                f"- Sampling default: guidance scale {args.guidance_scale:g}, set at export "
+                f"(the run's recipe said {checkpoint['hyper_parameters'].get('guidance_scale')}).\n"
+            )
         sections = [made]
         if config is not None:
             shutil.copy(config, out / "training_config.yaml")
