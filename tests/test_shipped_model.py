@@ -3,9 +3,9 @@ small enough for git, its card says how it was made and how it scores, `generate
 training, and its evaluation on unseen examples stays above the floors its card claims (a regression is caught).
 
 The floors sit under the card's measurement at this test's settings (n = 16 unseen text-to-image examples, seed 0, 20
-DPM-Solver++ steps; the card: colour 0.25, shape 0.46, position 0.62, background 1.00, SC 0.28 against the best chance
-baseline's 0.06): each pass rate less about one example's worth (0.05–0.1, as other CPUs' kernels may flip a borderline
-check), and SC above every chance baseline's.
+DPM-Solver++ steps, the folder's guidance 2.0; the card: colour 0.33, shape 0.50, position 0.83, background 1.00, SC
+0.50 against the best chance baseline's 0.06): each pass rate less about one example's worth (0.05–0.1, as other CPUs'
+kernels may flip a borderline check), and SC above every chance baseline's.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from zoo.cli import main
 
 SHIPPED = REPO_ROOT / "checkpoints" / "world-base-32"
 MAX_BYTES = 60 * 2**20
-FLOORS = {"background": 0.9, "colour": 0.2, "shape": 0.35, "position": 0.5}
+FLOORS = {"background": 0.9, "colour": 0.25, "shape": 0.4, "position": 0.75}
 
 
-@pytest.mark.parametrize("folder", ["world-base-32", "world-instruct-32"])
+@pytest.mark.parametrize("folder", ["world-base-32", "world-instruct-32", "world-instruct-32-long"])
 def test_folder_is_safetensors_only_and_small(folder: str) -> None:
     shipped = REPO_ROOT / "checkpoints" / folder
     files = [p for p in shipped.rglob("*") if p.is_file()]
@@ -41,6 +41,11 @@ def test_folder_is_safetensors_only_and_small(folder: str) -> None:
         (
             "world-instruct-32",
             "Using the [ref#1] mask, generate an image to reflect the caption: a red solid object, on a sky background",
+            True,
+        ),
+        (
+            "world-instruct-32-long",
+            "Using the [ref#1] mask, generate an image to reflect the caption: a blue object, on a pink background",
             True,
         ),
     ],
@@ -97,22 +102,27 @@ def test_evaluation_stays_above_the_claimed_floors(evaluation: dict) -> None:
         assert sc > baseline["averages"]["in-domain"]["SC"], baseline["label"]
 
 
-# ------------------------------------------------------------------------------ checkpoints/world-instruct-32
-# Stage 2 of the Table-1 mixture for an hour (docs/learning.md, lever 8). Its card claims it reads its context; the
-# cheap, deterministic form of that claim is the context gain (experiments/context_gain.py): measured 0.173 of the loss
-# on mask-to-image and 0.129 on subject-driven objects (32 held-out examples each), against 0 for a model that ignores
-# its context. The floors sit well under those; the card's sampled evaluation (context drop +0.14 in-domain) takes
-# ~12 CPU minutes and is not repeated here.
-INSTRUCT = REPO_ROOT / "checkpoints" / "world-instruct-32"
-GAIN_FLOORS = {"mask": 0.10, "object": 0.06}
+# ------------------------------------------------------------------ checkpoints/world-instruct-32 and -long
+# Stage 2 of the Table-1 mixture for an hour (docs/learning.md, lever 8), and the same run continued for 65 more
+# minutes (lever 11). Their cards claim they read their context; the cheap, deterministic form of that claim is the
+# context gain (experiments/context_gain.py, 32 held-out examples each): measured on mask-to-image / subject-driven
+# objects 0.173 / 0.129 (one hour) and 0.321 / 0.407 (longer), against 0 for a model that ignores its context. The
+# floors sit well under those, the longer model's above the one-hour model's measurement; the cards' sampled
+# evaluations take ~12 CPU minutes each and are not repeated here.
+GAIN_FLOORS = {
+    "world-instruct-32": {"mask": 0.10, "object": 0.06},
+    "world-instruct-32-long": {"mask": 0.22, "object": 0.25},
+}
 
 
-def test_instruct_model_reads_its_context(capsys) -> None:
+@pytest.mark.parametrize("folder", sorted(GAIN_FLOORS))
+def test_instruct_model_reads_its_context(capsys, folder: str) -> None:
     import json
 
     from experiments.context_gain import main as context_gain
 
-    context_gain([str(INSTRUCT), "--tasks", ",".join(GAIN_FLOORS), "--n", "32"])
+    floors = GAIN_FLOORS[folder]
+    context_gain([str(REPO_ROOT / "checkpoints" / folder), "--tasks", ",".join(floors), "--n", "32"])
     result = json.loads(capsys.readouterr().out)
-    low = {task: result[task]["relative"] for task, floor in GAIN_FLOORS.items() if result[task]["relative"] < floor}
-    assert not low, f"context gain below the floors {GAIN_FLOORS}: {low}"
+    low = {task: result[task]["relative"] for task, floor in floors.items() if result[task]["relative"] < floor}
+    assert not low, f"context gain below the floors {floors}: {low}"
