@@ -35,6 +35,6 @@ lock:
 	$(PYTHON) -m pip freeze --exclude-editable | grep -v '^zoo' > requirements.lock
 
 clean:
-	# checkpoints/world-base-32 and world-instruct-32 are the shipped models (in git): kept
-	find checkpoints -mindepth 1 -maxdepth 1 -type d ! -name world-base-32 ! -name world-instruct-32 -exec rm -rf {} +
+	# checkpoints/world-base-32, world-instruct-32 and world-instruct-32-long are the shipped models (in git): kept
+	find checkpoints -mindepth 1 -maxdepth 1 -type d ! -name world-base-32 ! -name 'world-instruct-32*' -exec rm -rf {} +
 	rm -rf $(VENV) generated
