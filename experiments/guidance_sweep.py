@@ -68,7 +68,7 @@ def row(model: dict, reference: dict) -> str:
         cells.append(with_interval(drop.get("drop"), drop.get("drop interval"), sign=True))
     text_to_image = next((s["attributes"] for s in model["sets"] if s["name"] == "text_to_image"), {})
     cells.append(" / ".join(f"{text_to_image[a]:.2f}" if a in text_to_image else "–" for a in TEXT_ATTRIBUTES))
-    cells.append(f"{averages['in-domain']['PQ']:.2f}")
+    cells.append(with_interval(averages.get("in-domain", {}).get("PQ"), None))
     return "| " + " | ".join(cells) + " |"
 
 
