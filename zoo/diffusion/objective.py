@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
 
 from zoo.diffusion.schedule import q_sample, velocity
 
@@ -34,20 +35,36 @@ def condition_dropout(
     return drop_all, drop_ctx
 
 
+def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, snr_gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights for the v-objective (Hang et al. 2023, arXiv 2303.09556 §3.4): min(SNR_t, γ) / (SNR_t + 1),
+    as diffusers' training scripts apply it (`--snr_gamma`, with SNR_t = alpha_t² / sigma_t² from `compute_snr`).
+
+    Returns: (B,) weights in (0, 1]; low-noise steps, whose easy targets would otherwise pull the gradient, weigh less.
+    """
+    snr = compute_snr(scheduler, t)
+    return snr.clamp(max=snr_gamma) / (snr + 1)
+
+
 def v_loss(
     model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     scheduler: DDPMScheduler,
     x0: torch.Tensor,
     generator: torch.Generator | None = None,
+    snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """E_{t, eps} || v_theta(x_t, t) - v ||^2 with t uniform over the training timesteps.
 
     Args:
         model_fn: (x_t (B, C, H, W), t (B,)) → predicted v; it closes over the conditions.
         x0: (B, C, H, W) clean targets in [-1, 1].
+        snr_gamma: weight each sample by `min_snr_weight` (None: the paper's plain L2).
     """
     b = x0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0)
     x_t = q_sample(scheduler, x0, t, eps)
-    return F.mse_loss(model_fn(x_t, t).float(), velocity(scheduler, x0, t, eps).float())
+    v_pred, v = model_fn(x_t, t).float(), velocity(scheduler, x0, t, eps).float()
+    if snr_gamma is None:
+        return F.mse_loss(v_pred, v)
+    per_sample = F.mse_loss(v_pred, v, reduction="none").flatten(1).mean(1)  # (B,)
+    return (per_sample * min_snr_weight(scheduler, t, snr_gamma)).mean()

@@ -55,6 +55,10 @@ class InstructImagen(Stage):
             paper; `zoo.models.instruct_unet`). Adds no weights.
         context_norm: layer-normalise the context tokens in each context layer (not in the paper).
         context_pooled: add the pooled context to the timestep embedding too (not in the paper).
+        context_lr_scale: the context layers' learning rate as a multiple of `learning_rate` (they start at zero,
+            the backbone pretrained; not in the paper; docs/learning.md, lever 12).
+        snr_gamma: min-SNR-γ weighting of the training loss (Hang et al. 2023; diffusers' `--snr_gamma`); None: the
+            paper's plain L2.
         text_cache: root of a text-embedding cache (`python -m zoo cache-text`); cached texts skip the encoder.
         init_from: weights (only) that start this run: a Lightning checkpoint, a diffusers UNet or pipeline folder
             (e.g. DeepFloyd `IF-I-XL-v1.0/unet`, safetensors only) or a `.safetensors` file. The new context layers
@@ -91,6 +95,8 @@ class InstructImagen(Stage):
         context_positions: bool = False,
         context_norm: bool = False,
         context_pooled: bool = False,
+        context_lr_scale: float = 1.0,
+        snr_gamma: float | None = None,
         text_cache: str | None = None,
         init_from: str | None = None,
         lora: LoraSpec | None = None,
@@ -125,10 +131,12 @@ class InstructImagen(Stage):
                 weight_decay=weight_decay,
                 adafactor_beta1=adafactor_beta1,
                 adafactor_beta2_cap=adafactor_beta2_cap,
+                context_lr_scale=context_lr_scale,
             ),
             init_from=init_from,
             lora=lora,
             nonfinite_patience=nonfinite_patience,
+            snr_gamma=snr_gamma,
             gradient_checkpointing=gradient_checkpointing,
             compile=compile,
         )

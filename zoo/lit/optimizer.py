@@ -28,6 +28,8 @@ class OptimizerSpec:
         weight_decay: decoupled weight decay.
         adafactor_beta1: Adafactor's first-moment decay; set, it selects transformers' Adafactor with a fixed rate.
         adafactor_beta2_cap: caps Adafactor's second-moment decay 1 − t^−0.8 (`zoo.lit.adafactor`).
+        context_lr_scale: the new context layers' learning rate as a multiple of `learning_rate`. They start at zero
+            while the backbone starts pretrained, so they may take larger steps (docs/learning.md, lever 12).
     """
 
     name: Literal["adamw", "adafactor"] = "adamw"
@@ -36,6 +38,7 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     adafactor_beta1: float | None = None
     adafactor_beta2_cap: float | None = None
+    context_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -48,10 +51,23 @@ class OptimizerSpec:
             raise ValueError(f"model.weight_decay must be ≥ 0, got {self.weight_decay}")
         if self.adafactor_beta2_cap is not None and not 0.0 < self.adafactor_beta2_cap < 1.0:
             raise ValueError(f"adafactor_beta2_cap must be in (0, 1), got {self.adafactor_beta2_cap}")
+        if not self.context_lr_scale > 0:
+            raise ValueError(f"model.context_lr_scale must be > 0, got {self.context_lr_scale}")
 
-    def build(self, parameters: Iterable[torch.nn.Parameter]) -> dict[str, Any]:
-        """What Lightning's `configure_optimizers` returns: the optimizer and a per-step warm-up schedule."""
-        params = list(parameters)
+    def build(
+        self, parameters: Iterable[torch.nn.Parameter], context_parameters: Iterable[torch.nn.Parameter] = ()
+    ) -> dict[str, Any]:
+        """What Lightning's `configure_optimizers` returns: the optimizer and a per-step warm-up schedule.
+
+        Args:
+            parameters: trained at `learning_rate`.
+            context_parameters: the new context layers', trained at `learning_rate × context_lr_scale`.
+        """
+        params, context = list(parameters), list(context_parameters)
+        if self.context_lr_scale == 1.0:  # one group, as before the option: checkpoints of either kind resume
+            params = params + context
+        elif context:
+            params = [{"params": params}, {"params": context, "lr": self.learning_rate * self.context_lr_scale}]
         if self.name == "adafactor" and (self.adafactor_beta1 is not None or self.adafactor_beta2_cap is not None):
             from transformers.optimization import Adafactor
 

@@ -60,6 +60,8 @@ class Stage(LightningModule):
         text_encoder, text_max_length, text_cache, num_train_timesteps, drop_text_and_context, drop_context,
             init_from, lora, nonfinite_patience: as the stages document them.
         optimizer: the optimizer settings, gathered from the stage's flat arguments.
+        snr_gamma: min-SNR-γ weighting of the training loss (`zoo.diffusion.objective.min_snr_weight`); None: plain
+            L2 (the paper). Validation always reports the plain loss, so runs with and without it compare.
         gradient_checkpointing: recompute the network's activations in backward instead of keeping them.
         compile: `torch.compile` the backbone UNet at fit start or on first use (`compile_backbone`).
     """
@@ -78,10 +80,13 @@ class Stage(LightningModule):
         init_from: str | None,
         lora: LoraSpec | dict[str, Any] | None,
         nonfinite_patience: int,
+        snr_gamma: float | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ValueError(f"model.snr_gamma must be > 0 (Hang et al. use 5) or null, got {snr_gamma}")
         lora = LoraSpec.coerce(lora)
         # The subclass's arguments (its caller's frame) are the hyperparameters. The encoder is saved in its YAML form
         # (a name, or class_path + init_args), never as a module; the LoRA spec as a plain dict (checkpoints are read
@@ -184,8 +189,15 @@ class Stage(LightningModule):
         return self.model.encode_context(images, text, text_mask, item_mask)
 
     # ------------------------------------------------------------------------------------------------- training
-    def loss(self, batch: InstructionBatch, dropout: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The v-objective on a batch; `dropout` drops conditions as training does (validation keeps them all)."""
+    def loss(
+        self,
+        batch: InstructionBatch,
+        dropout: bool,
+        generator: torch.Generator | None = None,
+        snr_gamma: float | None = None,
+    ) -> torch.Tensor:
+        """The v-objective on a batch; `dropout` drops conditions as training does (validation keeps them all), and
+        `snr_gamma` weights it (`v_loss`)."""
         self.compile_network()
         b = len(batch)
         # 1. conditions: the text (dropped to "" for the unconditional branch) and the context
@@ -203,10 +215,11 @@ class Stage(LightningModule):
             self.scheduler,
             batch.target,
             generator,
+            snr_gamma,
         )
 
     def training_step(self, batch: InstructionBatch, batch_idx: int) -> torch.Tensor | None:
-        loss = self.loss(batch, dropout=True)
+        loss = self.loss(batch, dropout=True, snr_gamma=self.hparams.get("snr_gamma"))
         # A NaN/inf loss on any rank skips the step on every rank (returning None skips backward and the update).
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None:
@@ -228,7 +241,12 @@ class Stage(LightningModule):
         return self.validation_step(batch, batch_idx)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return self.optimizer_spec.build(p for p in self.parameters() if p.requires_grad)
+        context_prefix = self.weight_prefixes()[1]
+        trained = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        return self.optimizer_spec.build(
+            (p for name, p in trained if not name.startswith(context_prefix)),
+            (p for name, p in trained if name.startswith(context_prefix)),
+        )
 
     def on_fit_start(self) -> None:
         trainable, total = count_parameters(self)
