@@ -63,3 +63,60 @@ def test_velocity_and_q_sample_recover_x0_and_eps() -> None:
     alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     torch.testing.assert_close(alpha * x_t - sigma * v, x0, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sigma * x_t + alpha * v, eps, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- min-SNR-γ weighting
+def test_min_snr_weight_is_min_snr_gamma_over_snr_plus_one() -> None:
+    from zoo.diffusion.objective import min_snr_weight
+
+    scheduler = make_scheduler()
+    t = torch.tensor([0, 100, 300, 500, 700, 999])
+    alpha_bar = scheduler.alphas_cumprod[t].double()
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1)
+    torch.testing.assert_close(min_snr_weight(scheduler, t, 5.0).double(), expected, rtol=1e-4, atol=1e-7)
+    weight = min_snr_weight(scheduler, torch.arange(1000), 5.0)
+    # low noise (large SNR) weighs γ / SNR, far below the mid-range; no weight exceeds 1
+    assert weight.max() <= 1 and weight[0] < 1e-3 < weight[300] and weight.argmax() < 500
+
+
+def test_v_loss_with_snr_gamma_weights_each_sample() -> None:
+    from zoo.diffusion.objective import min_snr_weight, v_loss
+
+    scheduler = make_scheduler()
+    x0 = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    seen: dict[str, torch.Tensor] = {}
+
+    def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen["x_t"], seen["t"] = x_t, t
+        return torch.zeros_like(x_t)  # the loss is then |v|² per sample
+
+    plain = v_loss(model_fn, scheduler, x0, torch.Generator().manual_seed(1))
+    weighted = v_loss(model_fn, scheduler, x0, torch.Generator().manual_seed(1), snr_gamma=5.0)
+    # same t and noise, so the same per-sample errors: the weighted loss is their weighted mean
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    per_sample = velocity(scheduler, x0, t, eps).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(plain, per_sample.mean())
+    torch.testing.assert_close(weighted, (per_sample * min_snr_weight(scheduler, t, 5.0)).mean())
+    assert not torch.allclose(plain, weighted)
+
+
+def test_snr_gamma_weights_training_only_and_is_checked(task_instructions) -> None:
+    model = build_tiny_model(snr_gamma=5.0)
+    batch = model.collate(task_instructions)
+
+    def seeded(fn, *args, **kwargs) -> torch.Tensor:
+        torch.manual_seed(0)  # the same dropout, timesteps and noise for each call
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    trained = seeded(model.training_step, batch, 0)
+    torch.testing.assert_close(trained, seeded(model.loss, batch, dropout=True, snr_gamma=5.0))
+    assert not torch.allclose(trained, seeded(model.loss, batch, dropout=True))
+    # validation reports the plain loss, comparable across runs with and without the weighting
+    validated = model.validation_step(batch, 0)
+    torch.testing.assert_close(validated, model.loss(batch, dropout=False, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="snr_gamma must be > 0"):
+        build_tiny_model(snr_gamma=0.0)

@@ -222,3 +222,25 @@ def test_sr_generate_equals_a_manual_guided_loop(task_instructions) -> None:
     torch.testing.assert_close(got, x.clamp(-1, 1), atol=2e-5, rtol=0)
     assert (v_full - v_text).abs().max() > 1e-3  # the context is read, so the context scale is tested
     assert downsample(got, IMAGE_SIZE).shape == low.shape
+
+
+def test_context_lr_scale_gives_the_context_layers_their_own_rate() -> None:
+    from conftest import build_tiny_model
+
+    model = build_tiny_model(learning_rate=1e-3, context_lr_scale=10.0, context_pooled=True)
+    optimizer = model.configure_optimizers()["optimizer"]
+    backbone, context = optimizer.param_groups
+    assert (backbone["lr"], context["lr"]) == (pytest.approx(1e-3), pytest.approx(1e-2))
+    context_params = {id(p) for p in model.model.context_layers.parameters()}
+    assert {id(p) for p in context["params"]} == context_params  # the pooled path too
+    assert not context_params & {id(p) for p in backbone["params"]}
+    trainable = sum(p.requires_grad for p in model.parameters())
+    assert len(backbone["params"]) + len(context["params"]) == trainable
+    # the default keeps one group, so checkpoints written before the option resume
+    default = build_tiny_model(learning_rate=1e-3)
+    (group,) = default.configure_optimizers()["optimizer"].param_groups
+    assert group["lr"] == pytest.approx(1e-3) and len(group["params"]) == sum(
+        p.requires_grad for p in default.parameters()
+    )
+    with pytest.raises(ValueError, match="context_lr_scale must be > 0"):
+        build_tiny_model(context_lr_scale=0.0)

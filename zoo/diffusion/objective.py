@@ -36,7 +36,7 @@ def condition_dropout(
 
 
 def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, snr_gamma: float) -> torch.Tensor:
-    """Min-SNR-γ loss weights for the v-objective (Hang et al. 2023, arXiv 2303.09556 §3.4): min(SNR_t, γ) / (SNR_t + 1),
+    """Min-SNR-γ loss weights for the v-objective (Hang et al. 2023, arXiv 2303.09556): min(SNR_t, γ) / (SNR_t + 1),
     as diffusers' training scripts apply it (`--snr_gamma`, with SNR_t = alpha_t² / sigma_t² from `compute_snr`).
 
     Returns: (B,) weights in (0, 1]; low-noise steps, whose easy targets would otherwise pull the gradient, weigh less.
