@@ -39,7 +39,8 @@ def min_snr_weight(scheduler: DDPMScheduler, t: torch.Tensor, snr_gamma: float) 
     """Min-SNR-γ loss weights for the v-objective (Hang et al. 2023, arXiv 2303.09556): min(SNR_t, γ) / (SNR_t + 1),
     as diffusers' training scripts apply it (`--snr_gamma`, with SNR_t = alpha_t² / sigma_t² from `compute_snr`).
 
-    Returns: (B,) weights in (0, 1]; low-noise steps, whose easy targets would otherwise pull the gradient, weigh less.
+    Returns: (B,) weights in (0, 1]: the low-noise steps weigh γ / (SNR_t + 1) and, for v, the noisiest about SNR_t,
+    so the weight sits on the middle of the schedule (docs/learning.md, lever 13).
     """
     snr = compute_snr(scheduler, t)
     return snr.clamp(max=snr_gamma) / (snr + 1)
