@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, SR_SIZE, TEXT_MAX_LENGTH, build_sr, perturb_context_layers
+from conftest import IMAGE_SIZE, SR_SIZE, TEXT_MAX_LENGTH, build_sr, build_tiny_model, perturb_context_layers
 from lightning.pytorch import Trainer
 
 import zoo.lit.stage as stage
@@ -225,8 +225,6 @@ def test_sr_generate_equals_a_manual_guided_loop(task_instructions) -> None:
 
 
 def test_context_lr_scale_gives_the_context_layers_their_own_rate() -> None:
-    from conftest import build_tiny_model
-
     model = build_tiny_model(learning_rate=1e-3, context_lr_scale=10.0, context_pooled=True)
     optimizer = model.configure_optimizers()["optimizer"]
     backbone, context = optimizer.param_groups
