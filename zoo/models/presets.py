@@ -94,6 +94,15 @@ def demo_pooled() -> dict[str, Any]:
     return dict(demo(), addition_embed_type="text", addition_embed_type_num_heads=4)
 
 
+def demo_minilm() -> dict[str, Any]:
+    """`demo_pooled` reading a pretrained 384-d text encoder (`builtin:minilm`), projected to 128 (`encoder_hid_dim`).
+
+    The built-in T5s are random and frozen, so nothing in them binds a colour to its object: with two objects the
+    `demo_pooled` base drew both in one mixed colour and shape (docs/learning.md, lever 15). A pretrained encoder's
+    tokens already carry their phrase, as T5-XXL's do in the paper (§2.1)."""
+    return dict(demo_pooled(), encoder_hid_dim=384, encoder_hid_dim_type="text_proj")
+
+
 def paper_base128() -> dict[str, Any]:
     """The paper's base (Table 5), 512/1024/2048 channels, 8 single-ResNet blocks per resolution, attention at 16×16.
 
@@ -206,6 +215,7 @@ PRESETS: dict[str, Callable[[], dict[str, Any]]] = {
     "tiny": tiny,
     "demo": demo,
     "demo_pooled": demo_pooled,
+    "demo_minilm": demo_minilm,
     "paper_base128": paper_base128,
     "if_stage1_m": if_stage1_m,
     "if_stage1_l": if_stage1_l,

