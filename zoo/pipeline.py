@@ -261,9 +261,8 @@ class InstructImagenPipeline:
             base_sub, sr_sub = (
                 json.loads((folder / s / STAGE_CONFIG).read_text())["text_encoder_subfolder"] for s in ("base", "sr")
             )
-            # One encoder in memory for both stages: a shared folder, or the same packaged encoder by name.
-            same_package = sr_sub is None and base_sub is None and sr.hparams.text_encoder == base.hparams.text_encoder
-            if sr_sub == "text_encoder" or same_package:
+            # One encoder in memory for both stages when both read the same one (folder or package, and length).
+            if sr_sub == base_sub and sr.text_encoder.fingerprint == base.text_encoder.fingerprint:
                 sr.text_encoder = base.text_encoder
         return cls(base, sr, sampler or index.get("sampler", "ddpm"))
 
