@@ -321,3 +321,16 @@ def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(sav
     assert find_checkpoint(str(saved)) == saved and list(parse_checkpoints([str(saved)])) == [saved.name]
     loaded = load_model(saved)
     assert all(torch.equal(loaded.model.state_dict()[name], value) for name, value in expected.items())
+
+
+def test_stages_with_one_encoder_at_two_lengths_keep_their_own_lengths(tmp_path: Path) -> None:
+    """The same weights cut at two lengths are two encoders: the SR stage must not get the base's on load."""
+    from conftest import TEXT_MAX_LENGTH
+
+    pipe = InstructImagenPipeline(build_tiny_model(), build_sr(text_max_length=TEXT_MAX_LENGTH + 8))
+    loaded = InstructImagenPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "pipe"))
+    assert loaded.sr.text_encoder is not loaded.base.text_encoder
+    assert (loaded.base.text_encoder.max_length, loaded.sr.text_encoder.max_length) == (
+        TEXT_MAX_LENGTH,
+        TEXT_MAX_LENGTH + 8,
+    )
