@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from conftest import IMAGE_SIZE, SR_SIZE, build_sr, build_tiny_model, perturb_context_layers
+from conftest import IMAGE_SIZE, SR_SIZE, TEXT_MAX_LENGTH, build_sr, build_tiny_model, perturb_context_layers
 from diffusers import UNet2DConditionModel
 from PIL import Image
 
@@ -325,8 +325,6 @@ def test_a_pipeline_folder_is_an_init_from_source_and_an_evaluate_checkpoint(sav
 
 def test_stages_with_one_encoder_at_two_lengths_keep_their_own_lengths(tmp_path: Path) -> None:
     """The same weights cut at two lengths are two encoders: the SR stage must not get the base's on load."""
-    from conftest import TEXT_MAX_LENGTH
-
     pipe = InstructImagenPipeline(build_tiny_model(), build_sr(text_max_length=TEXT_MAX_LENGTH + 8))
     loaded = InstructImagenPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "pipe"))
     assert loaded.sr.text_encoder is not loaded.base.text_encoder

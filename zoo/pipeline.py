@@ -261,8 +261,9 @@ class InstructImagenPipeline:
             base_sub, sr_sub = (
                 json.loads((folder / s / STAGE_CONFIG).read_text())["text_encoder_subfolder"] for s in ("base", "sr")
             )
-            # One encoder in memory for both stages when both read the same one (folder or package, and length).
-            if sr_sub == base_sub and sr.text_encoder.fingerprint == base.text_encoder.fingerprint:
+            # One encoder in memory for both stages when both read the same folder or package with the same arguments
+            # (length, markers, ...); comparing the arguments, not the fingerprints, hashes no weights.
+            if sr_sub == base_sub and sr.text_encoder.config_spec() == base.text_encoder.config_spec():
                 sr.text_encoder = base.text_encoder
         return cls(base, sr, sampler or index.get("sampler", "ddpm"))
 
