@@ -55,6 +55,8 @@ class InstructImagen(Stage):
             paper; `zoo.models.instruct_unet`). Adds no weights.
         context_norm: layer-normalise the context tokens in each context layer (not in the paper).
         context_pooled: add the pooled context to the timestep embedding too (not in the paper).
+        text_refiner: trainable transformer layers over the frozen text tokens before the UNet reads them
+            (`zoo.models.text_refiner`; not in the paper, whose T5-XXL is pretrained); 0: none.
         context_lr_scale: the context layers' learning rate as a multiple of `learning_rate` (they start at zero,
             the backbone pretrained; not in the paper; docs/learning.md, lever 12).
         snr_gamma: min-SNR-γ weighting of the training loss (Hang et al. 2023; diffusers' `--snr_gamma`); None: the
@@ -95,6 +97,7 @@ class InstructImagen(Stage):
         context_positions: bool = False,
         context_norm: bool = False,
         context_pooled: bool = False,
+        text_refiner: int = 0,
         context_lr_scale: float = 1.0,
         snr_gamma: float | None = None,
         text_cache: str | None = None,
@@ -117,6 +120,7 @@ class InstructImagen(Stage):
                 context_positions=context_positions,
                 context_norm=context_norm,
                 context_pooled=context_pooled,
+                text_refiner=text_refiner,
             ),
             text_encoder=text_encoder,
             text_max_length=text_max_length,

@@ -70,7 +70,10 @@ from diffusers.models.embeddings import AttentionPooling
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from zoo.models.text_refiner import TextRefiner
+
 POOLED = "pooled"  # the key of `ContextPooling` among the context layers (`context_pooled`)
+REFINER = "text_refiner"  # the key of `TextRefiner` among them (`text_refiner`)
 
 
 def grid_code(n: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -346,6 +349,11 @@ class InstructUNet(nn.Module):
         context_norm: layer-normalise the context tokens before each context layer's keys and values (not in the
             paper; the down stack's raw features saturate the attention, docs/learning.md lever 7).
         context_pooled: also add the pooled context to the timestep embedding (`ContextPooling`; not in the paper).
+        text_refiner: this many trainable transformer layers over the text tokens before the backbone reads them
+            (`TextRefiner`; 0: none, as in the paper). Payload and context texts alike.
+
+    Every layer the backbone lacks (context cross-attention, pooled context, text refiner) sits in `context_layers`,
+    each starting as a no-op, so `init_from`, export and LoRA treat them alike as the new layers.
     """
 
     def __init__(
@@ -355,6 +363,7 @@ class InstructUNet(nn.Module):
         context_positions: bool = False,
         context_norm: bool = False,
         context_pooled: bool = False,
+        text_refiner: int = 0,
     ) -> None:
         super().__init__()
         if context_grad not in ("end_to_end", "no_grad"):
@@ -383,7 +392,10 @@ class InstructUNet(nn.Module):
         if context_pooled:  # kept with the context layers, so `init_from`, export and LoRA treat it as one of them
             self.context_layers[POOLED] = ContextPooling(self.context_dim, unet.time_embedding.linear_2.out_features)
             unet.time_embedding.register_forward_hook(_PooledContextHook(self))
-        if not any(key != POOLED for key in self.context_layers):
+        if text_refiner:
+            width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim  # the encoder's, before any projection
+            self.context_layers[REFINER] = TextRefiner(width, text_refiner)
+        if not any(key not in (POOLED, REFINER) for key in self.context_layers):
             raise ValueError(
                 "the UNet has no text cross-attention at its lowest-resolution stage, so there is nowhere to read the "
                 f"context; down_block_types={unet.config.down_block_types}"
@@ -413,6 +425,11 @@ class InstructUNet(nn.Module):
         denoising and the context pass, and the context layers (module docstring)."""
         self.unet.enable_gradient_checkpointing(_CheckpointWithContext(self))
         self.gradient_checkpointing = True
+
+    def refine(self, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The text tokens the backbone reads: through the `TextRefiner` when there is one. (B, L, D) → (B, L, D)."""
+        refiner = self.context_layers[REFINER] if REFINER in self.context_layers else None
+        return text if refiner is None else refiner(text, text_mask)
 
     def encode_context(
         self,
@@ -458,6 +475,7 @@ class InstructUNet(nn.Module):
             the last down block's output (N, C_ctx, h, w).
         """
         unet = self.unet
+        text = self.refine(text, text_mask)
         self._context = None  # each item is encoded alone: no context is read in this pass (nor pooled into its time)
         timestep = torch.zeros(x.shape[0], device=x.device, dtype=torch.long)
         # 1. time (and IF-style text addition embedding)
@@ -504,6 +522,7 @@ class InstructUNet(nn.Module):
             context: encoded context for this batch, or None for text-only.
             class_labels: (B,) for a UNet with a class embedding (a super-resolution UNet's noise-augmentation level).
         """
+        text = self.refine(text, text_mask)
         self._context, self._text_mask = context, text_mask
         try:
             return self.unet(
