@@ -377,7 +377,7 @@ class InstructUNet(nn.Module):
         self.gradient_checkpointing = False
         if unet.config.addition_embed_type == "text":  # Imagen/IF's pooled text embedding: pool real tokens only
             unet.add_embedding.pool = MaskedAttentionPooling(unet.add_embedding.pool, self)
-        for name, attention in self._context_stage_attentions():
+        for name, attention in self.context_stage_attentions():
             layer = ContextCrossAttention(
                 attention.query_dim,
                 self.context_dim,
@@ -393,7 +393,8 @@ class InstructUNet(nn.Module):
             self.context_layers[POOLED] = ContextPooling(self.context_dim, unet.time_embedding.linear_2.out_features)
             unet.time_embedding.register_forward_hook(_PooledContextHook(self))
         if text_refiner:
-            width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim  # the encoder's, before any projection
+            # the encoder's width, before any `encoder_hid_dim` projection
+            width = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
             self.context_layers[REFINER] = TextRefiner(width, text_refiner)
         if not any(key not in (POOLED, REFINER) for key in self.context_layers):
             raise ValueError(
@@ -401,7 +402,7 @@ class InstructUNet(nn.Module):
                 f"context; down_block_types={unet.config.down_block_types}"
             )
 
-    def _context_stage_attentions(self) -> list[tuple[str, Attention]]:
+    def context_stage_attentions(self) -> list[tuple[str, Attention]]:
         """Text cross-attention modules of the lowest-resolution attention stage: that down block, mid, its up block."""
         down_with_attention = [
             i for i, block in enumerate(self.unet.down_blocks) if getattr(block, "has_cross_attention", False)
