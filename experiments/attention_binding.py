@@ -1,24 +1,30 @@
-r"""Attention binding: does the text cross-attention send each object's cells to its own colour word?
+r"""Attention binding: which words does the text cross-attention read, and does each object read its own colour?
 
 `experiments/binding.py` shows *that* two-object captions fail (both objects in one mixed colour); this looks
 inside the model for *where*. For unseen two-object text-to-image examples, each target is noised to x_t (a few
-timesteps) and denoised once; at every text cross-attention of the UNet's lowest-resolution attention stage (the
-8×8 stage of the `demo` presets: down, mid, up), the attention of each object's cells (its silhouette, pooled to
-that grid; heads and layers averaged) is summed over the tokens of its own colour word and over the other object's:
+timesteps) and denoised once, recording the attention of every text cross-attention of the UNet's lowest-resolution
+attention stage (the 8×8 stage of the `demo` presets: down, mid, up; heads and layers averaged). Two tables:
 
-    binding = own / (own + other)     0.5: the colour words are read alike everywhere; 1: each object reads its own
+- binding: each object's cells (its silhouette, pooled to that grid) on the tokens of its own colour word against
+  the other object's, own / (own + other). 0.5: the colour words are read alike everywhere; 1: each object reads
+  its own colour;
+- reads: the attention of all cells on each kind of word (colour, shape, pattern, size, position, background)
+  over that kind's share of the text's tokens. 1: read as much as any token; below 1: the cross-attention
+  leaves that kind to another path (the pooled text embedding, for `demo_pooled`).
 
     python -m experiments.attention_binding --ckpt base=checkpoints/world-base-32 --n 40
 
-It prints the mean binding and the share of objects above 0.5 per timestep, with 95% bootstrap intervals over
-objects. A word's tokens are found by tokenizing the text up to it, so byte-, word- and word-piece tokenizers all
-work; the attention read is the one the model computes (after a `text_refiner`, when there is one).
+Means with 95% bootstrap intervals (over objects, or examples). A word's tokens are found by tokenizing the text
+up to it, so byte-, word- and word-piece tokenizers all work. The tokens are the ones the UNet reads: behind a
+`text_refiner`, a position may carry other words too, so both tables then say where the attention goes, not
+which words it gets.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +33,7 @@ from diffusers.models.attention_processor import Attention
 from torchvision.transforms.v2 import functional as TF
 
 from tasks.text_to_image import TextToImage
-from tasks.world import SceneObject, silhouettes
+from tasks.world import POSITION_PHRASES, SceneObject, silhouettes
 from zoo.diffusion.schedule import q_sample
 from zoo.eval.bootstrap import mean_interval
 from zoo.eval.report import with_interval
@@ -76,12 +82,34 @@ class AttentionRecorder:
             handle.remove()
 
 
+WORD_KINDS = ("colour", "shape", "pattern", "size", "position", "background")
+
+
+def scene_words(scene: dict) -> dict[str, list[str]]:
+    """{kind: the caption's words of that kind}, from an example's `meta["scene"]` (positions by their last word)."""
+    objects = [SceneObject(**o) for o in scene["objects"]]
+    words = {kind: [getattr(o, kind) for o in objects] for kind in ("colour", "shape", "pattern", "size")}
+    words["position"] = [POSITION_PHRASES[o.position].split()[-1] for o in objects]
+    words["background"] = [scene["background"]]
+    return words
+
+
+@dataclass
+class Reading:
+    """What the cross-attention read, per timestep: `binding` — own / (own + other) colour-word attention of each
+    object's cells; `reads` — per word kind, each example's attention on that kind's words over their share of the
+    text's tokens (1: read as much as any token; 0: ignored)."""
+
+    binding: dict[int, list[float]] = field(default_factory=dict)
+    reads: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+
+
 @torch.no_grad()
-def attention_binding(module, n: int, timesteps: Sequence[int], seed: int = 0) -> dict[int, list[float]]:
-    """{t: [binding of each object]} over the first `n` two-object examples of the unseen text-to-image set."""
+def attention_binding(module, n: int, timesteps: Sequence[int], seed: int = 0) -> Reading:
+    """What the text cross-attention reads on the first `n` two-object examples of the unseen text-to-image set."""
     task = TextToImage(num_examples=20 * n, seed=seed, image_size=module.hparams.image_size, split="eval")
     recorder, generator = AttentionRecorder(module.model), torch.Generator().manual_seed(seed)
-    scores: dict[int, list[float]] = {t: [] for t in timesteps}
+    reading = Reading({t: [] for t in timesteps}, {t: {kind: [] for kind in WORD_KINDS} for t in timesteps})
     seen = 0
     try:
         for index in range(len(task)):
@@ -89,27 +117,40 @@ def attention_binding(module, n: int, timesteps: Sequence[int], seed: int = 0) -
             objects = [SceneObject(**o) for o in instruction.meta["scene"]["objects"]]
             if len(objects) != 2:
                 continue
-            spans = [word_span(module.text_encoder, instruction.text, o.colour) for o in objects]
-            text, mask = module.text_encoder([instruction.text])
+            # 1. each word's tokens, the text, the target
+            spans = {
+                kind: [list(word_span(module.text_encoder, instruction.text, word)) for word in words]
+                for kind, words in scene_words(instruction.meta["scene"]).items()
+            }
+            text, mask = module.text_encoder([instruction.text])  # (1, L, D), (1, L)
             x0 = instruction.target[None]  # (1, 3, H, W) in [-1, 1]
             for t in timesteps:
+                # 2. one denoising pass at t, recording the attention: (cells, L)
                 recorder.probs, recorder.mask = [], mask
                 step = torch.tensor([t])
                 x_t = q_sample(module.scheduler, x0, step, torch.randn(x0.shape, generator=generator))
                 module.model(x_t, step, text, mask)
-                probs = torch.stack(recorder.probs).mean(0)[0]  # (cells, L)
+                probs = torch.stack(recorder.probs).mean(0)[0]
                 side = int(probs.shape[0] ** 0.5)
+                # 3. each object's cells on its own colour word and on the other's
+                colour = spans["colour"]
                 for own, obj in enumerate(objects):
                     silhouette = TF.to_dtype(TF.to_image(silhouettes([obj], x0.shape[-1])), torch.float32, scale=True)
                     cells = F.adaptive_avg_pool2d(silhouette, side).flatten() > 0.25  # (cells,)
-                    mass = [probs[cells][:, list(spans[i])].sum(-1).mean() for i in (own, 1 - own)]
-                    scores[t].append((mass[0] / (mass[0] + mass[1])).item())
+                    mass = [probs[cells][:, colour[i]].sum(-1).mean() for i in (own, 1 - own)]
+                    reading.binding[t].append((mass[0] / (mass[0] + mass[1])).item())
+                # 4. every cell on each kind of word, against that kind's share of the tokens
+                tokens = int(mask.sum())
+                for kind, kind_spans in spans.items():
+                    positions = sorted({p for span in kind_spans for p in span})
+                    share = len(positions) / tokens
+                    reading.reads[t][kind].append((probs[:, positions].sum(-1).mean() / share).item())
             seen += 1
             if seen == n:
                 break
     finally:
         recorder.remove()
-    return scores
+    return reading
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,18 +162,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--t", type=int, nargs="+", default=[200, 500, 800], help="timesteps (default 200 500 800)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    print("| model | t | binding own / (own + other) | objects above 0.5 |")
-    print("|---|---|---|---|")
+    binding = ["| model | t | binding own / (own + other) | objects above 0.5 |", "|---|---|---|---|"]
+    reads = [f"| model | t | {' | '.join(WORD_KINDS)} |", "|---|---|" + "---|" * len(WORD_KINDS)]
     try:
         checkpoints = parse_checkpoints(args.ckpt)
     except ValueError as error:
         parser.error(str(error))
     for label, path in checkpoints.items():
         module = load_model(Path(path)).eval()
-        for t, values in attention_binding(module, args.n, args.t, args.seed).items():
+        reading = attention_binding(module, args.n, args.t, args.seed)
+        for t, values in reading.binding.items():
             above = [float(v > 0.5) for v in values]
             cells = [with_interval(sum(v) / len(v), mean_interval([v])) for v in (values, above)]
-            print(f"| {label} | {t} | {cells[0]} | {cells[1]} |")
+            binding.append(f"| {label} | {t} | {cells[0]} | {cells[1]} |")
+            cells = [with_interval(sum(v) / len(v), mean_interval([v])) for v in reading.reads[t].values()]
+            reads.append(f"| {label} | {t} | {' | '.join(cells)} |")
+    print("\n".join(binding))
+    print("\nAttention on each kind of word over its share of the tokens (1: as much as any token):\n")
+    print("\n".join(reads))
     return 0
 
 
