@@ -34,6 +34,7 @@ SMALLEST = {
         "tiny=--model.unet tiny --model.text_encoder builtin:tiny-t5 --data.image_size 16 "
         "--data.batch_size 2 --data.num_workers 0 --model.init_from null",
     ],
+    "text_refiner.py": ["--preset", "tiny", "--batch", "2", "--repeats", "1"],
     "data_throughput.py": [
         "--sizes",
         "32",
