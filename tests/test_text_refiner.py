@@ -73,6 +73,8 @@ def test_refiner_weights_survive_export_init_from_and_load(tmp_path: Path) -> No
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in expected.items())
     started = build_tiny_model(seed=5, text_refiner=1, init_from=str(folder))
     assert all(torch.equal(started.model.state_dict()[k], v) for k, v in expected.items())
+    with pytest.raises(ValueError, match="has a 1-layer text refiner: set model.text_refiner 1"):
+        build_tiny_model(init_from=str(folder))
     prompt = [Instruction("Draw a red circle on the left")]
     assert torch.equal(base.generate(prompt, num_inference_steps=2), loaded.generate(prompt, num_inference_steps=2))
 

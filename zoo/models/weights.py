@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 from zoo.checkpoint_io import load_checkpoint, stage_weights
+from zoo.models.instruct_unet import REFINER
 from zoo.models.presets import diffusers_config_file, read_diffusers_config
 
 # Where the backbone and the new context layers sit in the base stage's state dict (the SR stage passes its own).
@@ -153,6 +154,9 @@ def load_weights(
         parts = [f"{len(shapes)} mismatched shapes: {_listing(shapes)}" if shapes else ""]
         parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}" if unexpected else "")
         parts.append(f"{len(missing)} missing keys: {_listing(missing)}" if missing else "")
+        layers = {k.split(f"{REFINER}.layers.")[1].split(".")[0] for k in unexpected if f"{REFINER}.layers." in k}
+        if layers:  # the commonest case by far: a base trained with `text_refiner`, loaded without it
+            parts.append(f"the source has a {len(layers)}-layer text refiner: set model.text_refiner {len(layers)}")
         raise ValueError(f"init_from {path} does not fit this model — " + " | ".join(p for p in parts if p))
     module.load_state_dict(state, strict=False)
     new_keys = sorted(k for k in set(own) - set(state) if k.startswith(context_prefix))
