@@ -21,24 +21,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import interleaved_medians  # noqa: E402
+from _timing import flops, interleaved_medians  # noqa: E402
 
 from zoo.diffusion.sampler import Guidance  # noqa: E402
 from zoo.instruction import ContextItem, Instruction, collate_instructions  # noqa: E402
 from zoo.lit.module import InstructImagen  # noqa: E402
 
 ENCODERS = {"tiny": "builtin:tiny-t5", "demo": "builtin:small-t5"}
-
-
-def flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def instructions(batch: int, size: int, with_context: bool) -> list[Instruction]:
