@@ -23,6 +23,7 @@ which words it gets.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,10 @@ from zoo.models.text import TextEncoder
 def word_span(encoder: TextEncoder, text: str, word: str) -> range:
     """The token positions of the first `word` in `text`, as the encoder tokenizes the whole text (the tokens of the
     text up to the word, then through it; a space token before it is not the word's)."""
-    start = text.index(word)
+    found = re.search(rf"\b{re.escape(word)}\b", text)  # a whole word: "red" is not the end of "checkered"
+    if found is None:
+        raise ValueError(f"{word!r} is not a word of {text!r}")
+    start = found.start()
     tokenizer = encoder.tokenizer
     full = tokenizer(encoder.prepare(text))["input_ids"]
     bare = tokenizer(encoder.prepare(text), add_special_tokens=False)["input_ids"]

@@ -12,7 +12,7 @@ from conftest import build_tiny_model
 from experiments.attention_binding import attention_binding, main, word_span
 from zoo.pipeline import InstructImagenPipeline
 
-TEXT = "a small red dotted circle on the left and a large yellow solid square on the right"
+TEXT = "a small blue checkered circle on the left and a large red solid square on the right"
 
 
 @pytest.mark.parametrize("encoder", ["builtin:tiny-t5", "builtin:tiny-t5-words"])
@@ -20,7 +20,7 @@ def test_a_word_span_covers_exactly_that_words_tokens(encoder: str) -> None:
     module = build_tiny_model(text_encoder=encoder, text_max_length=128)
     tokenizer = module.text_encoder.tokenizer
     ids = tokenizer(TEXT)["input_ids"]
-    for word in ("red", "yellow"):
+    for word in ("red", "blue"):  # "red" is the colour, not the end of "checkered"
         span = word_span(module.text_encoder, TEXT, word)
         assert tokenizer.decode([ids[i] for i in span]).strip() == word
         assert len(span) == (len(word) if encoder == "builtin:tiny-t5" else 1)
