@@ -49,8 +49,9 @@ def word_span(encoder: TextEncoder, text: str, word: str) -> range:
         raise ValueError(f"{word!r} is not a word of {text!r}")
     start = found.start()
     tokenizer = encoder.tokenizer
-    full = tokenizer(encoder.prepare(text))["input_ids"]
-    bare = tokenizer(encoder.prepare(text), add_special_tokens=False)["input_ids"]
+    prepared = encoder.prepare(text)
+    full = tokenizer(prepared)["input_ids"]
+    bare = tokenizer(prepared, add_special_tokens=False)["input_ids"]
     lead = next(i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare)
     before = len(tokenizer(encoder.prepare(text[:start].rstrip()), add_special_tokens=False)["input_ids"])
     through = len(tokenizer(encoder.prepare(text[: start + len(word)]), add_special_tokens=False)["input_ids"])
