@@ -1,7 +1,8 @@
 """The paper's ablations (Tables 3 and 4) on the built-in world (`make experiments`; `--quick` for a smoke run).
 
 Three variants, each with the same seed, backbone, data mixture (recipes/stage2.yaml's Table 1 tasks) and stage-2
-length, all starting from the shipped text-to-image base as the recipes do, then evaluated with
+length, all starting from the shipped text-to-image base `world-base-32` (the base of the reused world-instruct-32;
+the recipes now start from world-base-32-refiner), then evaluated with
 `python -m zoo evaluate` on the built-in suite:
 
 - `instructed`        — multi-task instruction tuning: stage 2 (recipes/stage2.yaml + recipes/scale/stage2_full.yaml)
@@ -48,7 +49,9 @@ FULL = {
     "stage1_steps": 600,
     "image_size": 32,
     "instructed": "checkpoints/world-instruct-32",
-    "model": {},
+    # world-instruct-32's base: recipes/stage2.yaml now starts from world-base-32-refiner (docs/learning.md, lever 21),
+    # so the variants trained here pin the base the reused `instructed` model was made from
+    "model": {"init_from": "checkpoints/world-base-32", "text_refiner": 0},
     "data": {},
     "n": 8,
     "sampler": "dpmsolver++",

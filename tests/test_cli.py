@@ -81,7 +81,8 @@ def test_stage2_recipe_values_survive_parsing(capsys: pytest.CaptureFixture[str]
     assert config["model"]["class_path"] == "zoo.lit.module.InstructImagen"  # the default stage
     model = config["model"]["init_args"]
     assert model["unet"] == "demo_pooled" and model["text_encoder"] == "builtin:small-t5-words"
-    assert model["init_from"] == "checkpoints/world-base-32"  # the shipped text-to-image base (issue #11)
+    assert model["init_from"] == "checkpoints/world-base-32-refiner"  # the shipped text-to-image base (issue #11)
+    assert model["text_refiner"] == 2  # the base's refiner: init_from refuses a model without it
     assert config["data"]["batch_size"] == 3  # a dotted override wins over the file
     assert config["data"]["seed"] == config["seed_everything"]  # omegaconf interpolation resolved
     # paper Table 1: ten tasks, ratios summing to 1

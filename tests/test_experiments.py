@@ -4,12 +4,14 @@ run with `pytest -m slow`)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from eval_suite_fixture import FakeModel
 
-from experiments.ablations import ORDER, QUICK, main, render
+from experiments.ablations import FULL, ORDER, QUICK, main, render
 from zoo.eval import evaluate as evaluate_module
 
 
@@ -65,3 +67,12 @@ def test_a_missing_instructed_model_is_named_before_any_training(tmp_path, capsy
         main(["--instructed", str(tmp_path / "nope"), "--work", str(tmp_path / "runs")])
     assert "--instructed:" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_trained_variants_start_from_the_base_of_the_reused_instructed_model() -> None:
+    """`make experiments` compares variants it trains with world-instruct-32, which it reuses: all must start from one
+    base, though recipes/stage2.yaml now starts from another (world-base-32-refiner)."""
+    made = Path(FULL["instructed"]) / "training_config.yaml"
+    model = yaml.safe_load((Path(__file__).resolve().parents[1] / made).read_text())["model"]["init_args"]
+    assert FULL["model"]["init_from"] == model["init_from"] == "checkpoints/world-base-32"
+    assert FULL["model"]["text_refiner"] == model.get("text_refiner", 0) == 0

@@ -91,6 +91,7 @@ def test_paper_overlay_values(capsys) -> None:
     c = print_config(["recipes/stage2.yaml", "recipes/scale/paper.yaml"], capsys)
     model, data, trainer = model_of(c), c["data"], c["trainer"]
     assert model["unet"] == "paper_base128" and data["image_size"] == 128
+    assert model["text_refiner"] == 0 and model["init_from"] is None  # the paper's model, not the 32 px recipes' base
     assert {t["init_args"]["image_size"] for t in data["tasks"]} == {128}  # the world renders at the overlay's size
     assert data["batch_size"] * trainer["devices"] * trainer["num_nodes"] * trainer["accumulate_grad_batches"] == 512
     assert (
@@ -113,6 +114,13 @@ def test_lora_recipe_turns_lora_on(capsys) -> None:
     lora = model_of(printed)["lora"]
     assert lora["rank"] == 16 and lora["targets"] == "attention"
     assert any("EMAWeightAveraging" in cb["class_path"] for cb in printed["trainer"]["callbacks"])
+
+
+@pytest.mark.parametrize("recipe", ["recipes/stage2_lora.yaml", "recipes/editing.yaml"])
+def test_fine_tunes_of_stage2_have_its_text_refiner(recipe: str, capsys) -> None:
+    # they start from a stage-2 result (init_from), whose refiner layers a model without them refuses
+    stage2 = model_of(print_config(["recipes/stage2.yaml"], capsys))["text_refiner"]
+    assert stage2 > 0 and model_of(print_config([recipe], capsys))["text_refiner"] == stage2
 
 
 def test_adafactor_beta1_keeps_momentum(make_tiny_model) -> None:
