@@ -1,7 +1,7 @@
 """The models shipped in `checkpoints/` (issue #11, item 6). `world-base-32` and `world-base-32-refiner`:
 safetensors-only pipeline folders small enough for git, their cards say how they were made and how they score,
 `generate` and `evaluate` work on them with no training, and their evaluations on unseen examples stay above the
-floors their cards claim (a regression is caught).
+floors their cards claim (a regression is caught). `recipes/stage2.yaml` starts from `world-base-32-refiner`.
 
 The floors sit under each card's measurement at this test's settings (n = 16 unseen text-to-image examples, seed 0,
 20 DPM-Solver++ steps, the folder's guidance 2.0): `world-base-32`'s card says colour 0.33, shape 0.50, position
@@ -15,10 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
 from PIL import Image
 
 from zoo.cli import main
+from zoo.lit.module import InstructImagen
 
 MAX_BYTES = 60 * 2**20
 FLOORS = {
@@ -137,3 +139,14 @@ def test_instruct_model_reads_its_context(capsys, folder: str) -> None:
     result = json.loads(capsys.readouterr().out)
     low = {task: result[task]["relative"] for task, floor in floors.items() if result[task]["relative"] < floor}
     assert not low, f"context gain below the floors {floors}: {low}"
+
+
+def test_the_stage2_recipe_starts_from_its_shipped_base_with_the_trained_refiner(monkeypatch) -> None:
+    # recipes/stage2.yaml (make demo) names the refiner base and its layer count: a mismatch is refused by init_from,
+    # and the refiner must arrive trained, not as its zero-initialised identity
+    monkeypatch.chdir(REPO_ROOT)  # the recipe's init_from is relative to the repository root
+    model_args = yaml.safe_load((REPO_ROOT / "recipes" / "stage2.yaml").read_text())["model"]
+    stage = InstructImagen(**model_args)
+    refiner = stage.model.context_layers["text_refiner"]
+    assert len(refiner.layers) == model_args["text_refiner"] == 2
+    assert all(layer.linear2.weight.abs().sum() > 0 for layer in refiner.layers)
