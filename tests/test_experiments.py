@@ -4,11 +4,11 @@ run with `pytest -m slow`)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import REPO_ROOT
 from eval_suite_fixture import FakeModel
 
 from experiments.ablations import FULL, ORDER, QUICK, main, render
@@ -72,7 +72,7 @@ def test_a_missing_instructed_model_is_named_before_any_training(tmp_path, capsy
 def test_trained_variants_start_from_the_base_of_the_reused_instructed_model() -> None:
     """`make experiments` compares variants it trains with world-instruct-32, which it reuses: all must start from one
     base, though recipes/stage2.yaml now starts from another (world-base-32-refiner)."""
-    made = Path(FULL["instructed"]) / "training_config.yaml"
-    model = yaml.safe_load((Path(__file__).resolve().parents[1] / made).read_text())["model"]["init_args"]
+    made = REPO_ROOT / FULL["instructed"] / "training_config.yaml"
+    model = yaml.safe_load(made.read_text())["model"]["init_args"]
     assert FULL["model"]["init_from"] == model["init_from"] == "checkpoints/world-base-32"
     assert FULL["model"]["text_refiner"] == model.get("text_refiner", 0) == 0

@@ -3,16 +3,14 @@
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO_ROOT
 
 
 def shipped_models() -> list[str]:
     """The folders under checkpoints/ that .gitignore admits: the models kept in git."""
-    text = (ROOT / ".gitignore").read_text()
+    text = (REPO_ROOT / ".gitignore").read_text()
     return re.findall(r"^!checkpoints/([^/\s]+)/$", text, flags=re.MULTILINE)
 
 
@@ -20,7 +18,7 @@ def shipped_models() -> list[str]:
 def test_clean_keeps_shipped_models_and_removes_runs(tmp_path):
     shipped = shipped_models()
     assert "world-base-32-refiner" in shipped  # the parse found the list
-    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    shutil.copy(REPO_ROOT / "Makefile", tmp_path / "Makefile")
     for name in [*shipped, "stage2", "base-refiner"]:
         (tmp_path / "checkpoints" / name).mkdir(parents=True)
     (tmp_path / "checkpoints" / "README.md").write_text("kept\n")
