@@ -117,10 +117,11 @@ def test_lora_recipe_turns_lora_on(capsys) -> None:
 
 
 @pytest.mark.parametrize("recipe", ["recipes/stage2_lora.yaml", "recipes/editing.yaml"])
-def test_fine_tunes_of_stage2_have_its_text_refiner(recipe: str, capsys) -> None:
-    # they start from a stage-2 result (init_from), whose refiner layers a model without them refuses
+def test_fine_tunes_of_stage2_launch_with_its_text_refiner(recipe: str, capsys) -> None:
+    # their launch command starts from make demo's stage 2, whose refiner layers a model without them refuses
     stage2 = model_of(print_config(["recipes/stage2.yaml"], capsys))["text_refiner"]
-    assert stage2 > 0 and model_of(print_config([recipe], capsys))["text_refiner"] == stage2
+    launch = (REPO_ROOT / recipe).read_text().split("# Launch:", 1)[1].split("# Override:", 1)[0]
+    assert stage2 > 0 and "checkpoints/stage2/" in launch and f"--model.text_refiner {stage2}" in launch
 
 
 def test_adafactor_beta1_keeps_momentum(make_tiny_model) -> None:
