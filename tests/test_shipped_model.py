@@ -1,6 +1,6 @@
-"""The models shipped in `checkpoints/` (issue #11, item 6). `world-base-32` and `world-base-32-refiner`:
+"""The models shipped in `checkpoints/` (issue #11, item 6), two text-to-image bases and three stage-2 models:
 safetensors-only pipeline folders small enough for git, their cards say how they were made and how they score,
-`generate` and `evaluate` work on them with no training, and their evaluations on unseen examples stay above the
+`generate` and `evaluate` work on them with no training, and the bases' evaluations on unseen examples stay above the
 floors their cards claim (a regression is caught). `recipes/stage2.yaml` starts from `world-base-32-refiner`.
 
 The floors sit under each card's measurement at this test's settings (n = 16 unseen text-to-image examples, seed 0,
@@ -30,7 +30,14 @@ FLOORS = {
 
 
 @pytest.mark.parametrize(
-    "folder", ["world-base-32", "world-base-32-refiner", "world-instruct-32", "world-instruct-32-long"]
+    "folder",
+    [
+        "world-base-32",
+        "world-base-32-refiner",
+        "world-instruct-32",
+        "world-instruct-32-long",
+        "world-instruct-32-refiner",
+    ],
 )
 def test_folder_is_safetensors_only_and_small(folder: str) -> None:
     shipped = REPO_ROOT / "checkpoints" / folder
@@ -55,6 +62,11 @@ def test_folder_is_safetensors_only_and_small(folder: str) -> None:
         (
             "world-instruct-32-long",
             "Using the [ref#1] mask, generate an image to reflect the caption: a blue object, on a pink background",
+            True,
+        ),
+        (
+            "world-instruct-32-refiner",
+            "Using the [ref#1] mask, generate an image to reflect the caption: a green object, on a white background",
             True,
         ),
     ],
@@ -112,22 +124,29 @@ def test_evaluation_stays_above_the_claimed_floors(evaluation: dict, folder: str
         assert scores["SC"] > baseline["averages"]["in-domain"]["SC"], baseline["label"]
 
 
-# ------------------------------------------------------------------ checkpoints/world-instruct-32 and -long
-# Stage 2 of the Table-1 mixture for an hour (docs/learning.md, lever 8), and the same run continued for 65 more
-# minutes (lever 11). Their cards claim they read their context; the cheap, deterministic form of that claim is the
-# context gain (experiments/context_gain.py, 32 held-out examples each): measured on mask-to-image / subject-driven
-# objects 0.173 / 0.129 (one hour) and 0.321 / 0.407 (longer), against 0 for a model that ignores its context. The
-# floors sit well under those, the longer model's above the one-hour model's measurement; the cards' sampled
-# evaluations take ~12 CPU minutes each and are not repeated here.
+# ------------------------------------------------------------------ checkpoints/world-instruct-32*
+# Stage 2 of the Table-1 mixture for an hour (docs/learning.md, lever 8), the same run continued for 65 more minutes
+# (lever 11), and stage 2 from the refiner base for 3,400 steps (lever 21). Their cards claim they read their context;
+# the cheap, deterministic form of that claim is the context gain (experiments/context_gain.py, 32 held-out examples
+# each): measured on mask-to-image / subject-driven objects 0.173 / 0.129 (one hour), 0.321 / 0.407 (longer) and
+# 0.333 / 0.617 (refiner), against 0 for a model that ignores its context. The floors sit well under those, each later
+# model's above an earlier one's measurement; the cards' sampled evaluations take ~12 CPU minutes each and are not
+# repeated here.
 GAIN_FLOORS = {
     "world-instruct-32": {"mask": 0.10, "object": 0.06},
     "world-instruct-32-long": {"mask": 0.22, "object": 0.25},
+    "world-instruct-32-refiner": {"mask": 0.25, "object": 0.45},
 }
 
 
-# the longer model's check runs with `pytest -m slow` (~40 s), keeping the default suite's time
+# the later models' checks run with `pytest -m slow` (~40 s each), keeping the default suite's time
 @pytest.mark.parametrize(
-    "folder", ["world-instruct-32", pytest.param("world-instruct-32-long", marks=pytest.mark.slow)]
+    "folder",
+    [
+        "world-instruct-32",
+        pytest.param("world-instruct-32-long", marks=pytest.mark.slow),
+        pytest.param("world-instruct-32-refiner", marks=pytest.mark.slow),
+    ],
 )
 def test_instruct_model_reads_its_context(capsys, folder: str) -> None:
     import json
