@@ -7,6 +7,7 @@ whole suite runs in seconds on a 2-core CPU.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,14 @@ import torch
 from zoo.instruction import ContextItem, Instruction, InstructionBatch, collate_instructions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_models() -> list[str]:
+    """The folders under checkpoints/ that .gitignore admits: the models kept in git."""
+    text = (REPO_ROOT / ".gitignore").read_text()
+    return re.findall(r"^!checkpoints/([^/\s]+)/$", text, flags=re.MULTILINE)
+
+
 IMAGE_SIZE = 16
 TEXT_MAX_LENGTH = 32
 

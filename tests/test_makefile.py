@@ -1,17 +1,10 @@
 """`make clean`: it removes training output under checkpoints/ and keeps every shipped model (issue #11, item 6)."""
 
-import re
 import shutil
 import subprocess
 
 import pytest
-from conftest import REPO_ROOT
-
-
-def shipped_models() -> list[str]:
-    """The folders under checkpoints/ that .gitignore admits: the models kept in git."""
-    text = (REPO_ROOT / ".gitignore").read_text()
-    return re.findall(r"^!checkpoints/([^/\s]+)/$", text, flags=re.MULTILINE)
+from conftest import REPO_ROOT, shipped_models
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
