@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import IMAGE_SIZE, build_tiny_model, perturb_context_layers
+from conftest import IMAGE_SIZE, REPO_ROOT, build_tiny_model, perturb_context_layers, shipped_models
 from PIL import Image
 
 from zoo import serve
@@ -31,7 +31,9 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 FAST = 2  # sampling steps: enough to run the whole path, cheap at 16 px
-TIMEOUT_S = 60  # one API call or one browser wait
+TIMEOUT_S = 60  # one API call
+# One browser wait: under `make test` another pytest worker shares the two cores with Chromium and the server.
+BROWSER_TIMEOUT_S = 180
 CHROMIUM = shutil.which("chromium")
 INSTALL_CHROMIUM = "apt-get install -y chromium"
 
@@ -224,11 +226,19 @@ def test_examples_come_from_the_task_plugins_imported_lazily(tmp_path: Path, mon
     assert "control" not in [e.task for e in examples] and "control" in note
 
 
+def test_the_default_model_is_a_shipped_instruction_follower() -> None:
+    """The page's examples carry reference images: the default must be a stage-2 model trained on context tasks."""
+    assert serve.DEFAULT_MODEL.parent == Path("checkpoints") and serve.DEFAULT_MODEL.name in shipped_models()
+    config = yaml.safe_load((REPO_ROOT / serve.DEFAULT_MODEL / "training_config.yaml").read_text())
+    trained_on = {task["class_path"] for task in config["data"]["tasks"]}
+    assert {"tasks.subject_driven.SubjectDriven", "tasks.styled_generation.StyledGeneration"} <= trained_on
+
+
 def test_without_a_model_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)  # no checkpoints/world-base-32 here
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
     assert serve.main([]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--model" in err and "--ckpt" in err and "world-base-32" in err
+    assert len(err.splitlines()) == 1 and "--model" in err and "--ckpt" in err and str(serve.DEFAULT_MODEL) in err
     assert serve.main(["--model", str(tmp_path)]) == 2
     assert "not a saved pipeline" in capsys.readouterr().err
 
@@ -243,10 +253,11 @@ def test_browser_generates_and_shows_errors(server, refs: dict[str, Path], tmp_p
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=TIMEOUT_S * 1000)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, timeout=BROWSER_TIMEOUT_S * 1000)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_S * 1000)
+            page.set_default_timeout(BROWSER_TIMEOUT_S * 1000)
+            expect.set_options(timeout=BROWSER_TIMEOUT_S * 1000)  # assertions wait 5 s unless told
             page.goto(server.url, wait_until="domcontentloaded")
             page.get_by_text("styled_generation:").click()  # an example fills the text and its reference images
             expect(page.locator("#instruction textarea")).not_to_have_value("")

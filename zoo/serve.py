@@ -7,7 +7,8 @@ instruction and settings in their metadata, and a second tab with a recipe's dat
 mistake into a readable message on the page. The server listens on 127.0.0.1 only; Gradio's queue is bounded and
 runs one generation at a time, so requests never share references, seeds or adapter weights.
 
-Without `--model`/`--ckpt` it serves the shipped model, `checkpoints/world-base-32`, when that folder exists.
+Without `--model`/`--ckpt` it serves the shipped instruction follower, `checkpoints/world-instruct-32-refiner`, when
+that folder exists: the page's examples all carry reference images, which a text-to-image base does not read.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from zoo.instruction import MARKER_RE, ContextItem, Instruction
 if TYPE_CHECKING:  # imported (with Lightning) only when a model loads, so a usage mistake is answered sooner
     from zoo.pipeline import InstructImagenPipeline
 
-DEFAULT_MODEL = Path("checkpoints/world-base-32")
+DEFAULT_MODEL = Path("checkpoints/world-instruct-32-refiner")
 DEFAULT_PORT = 7860
 MAX_REFERENCES = 8
 MAX_IMAGES = 8
