@@ -6,6 +6,7 @@ whole suite runs in seconds on a 2-core CPU.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Callable
@@ -30,8 +31,10 @@ IMAGE_SIZE = 16
 TEXT_MAX_LENGTH = 32
 
 # The tensors here are tiny: intra-op threads only add synchronisation, and on a busy 2-core machine OpenMP
-# spin-waiting makes each op hundreds of times slower. One thread keeps the suite fast and its timings stable.
+# spin-waiting makes each op hundreds of times slower. One thread keeps the suite fast and its timings stable, and
+# lets `make test` run one pytest-xdist worker per core; the commands the tests start inherit the same setting.
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
