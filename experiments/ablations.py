@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from zoo.eval.report import compare, flags
+from zoo.eval.suite import SPLITS
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -278,7 +279,6 @@ QUESTIONS = [
     ("instructed", "raw-inputs", "Table 4: instructions beat raw inputs"),
     ("stage1+instructed", "instructed", "Table 3: stage 1 helps"),
 ]
-SPLITS = ("in-domain", "zero-shot", "editing")
 
 
 def _f(value: float | None) -> str:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from zoo.eval.bootstrap import Interval, mean_interval
 from zoo.eval.report import with_interval
-
-SPLITS = ("in-domain", "zero-shot", "editing")
+from zoo.eval.suite import SPLITS
 
 # (rate, 95% interval, examples, sets)
 Row = tuple[float, Interval, int, int]
